@@ -1,0 +1,52 @@
+"""Everything that touches NATS: connection, provisioning, the log, work queues, blobs, embedded server."""
+
+from bus._pipeline import Ack
+from bus.blobs import Blobs
+from bus.connection import Connection, connect
+from bus.consume import Delivery, Queue, Reject, Retry, Worker
+from bus.errors import (
+    BlobError,
+    BusError,
+    ConcurrencyConflict,
+    PayloadTooLarge,
+    PublishFailed,
+    ServerBinaryMissing,
+    ServerError,
+    Unreachable,
+)
+from bus.log import DIGEST, START, Log, Position, Record
+from bus.provision import provision, stream_config
+from bus.server import RunningServer, embedded, find_binary
+from bus.settings import ServerSettings, Settings
+
+__all__ = [
+    "DIGEST",
+    "START",
+    "Ack",
+    "BlobError",
+    "Blobs",
+    "BusError",
+    "ConcurrencyConflict",
+    "Connection",
+    "Delivery",
+    "Log",
+    "PayloadTooLarge",
+    "Position",
+    "PublishFailed",
+    "Queue",
+    "Record",
+    "Reject",
+    "Retry",
+    "RunningServer",
+    "ServerBinaryMissing",
+    "ServerError",
+    "ServerSettings",
+    "Settings",
+    "Unreachable",
+    "Worker",
+    "connect",
+    "embedded",
+    "find_binary",
+    "provision",
+    "stream_config",
+]

@@ -1,0 +1,162 @@
+"""The log: append events to an aggregate with optimistic concurrency, send commands, read in order."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Iterable
+from datetime import datetime
+
+import msgspec
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
+
+from bus._pipeline import Ack, Pipeline
+from bus.errors import PayloadTooLarge
+from bus.settings import Settings
+from schemas import AnyCommand, AnyEvent, encode, subjects
+from schemas.chain import Entry, digest
+
+MSG_ID = "Nats-Msg-Id"
+EXPECTED_LAST_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
+DIGEST = "Swarm-Sha256"
+_PENDING_MSGS = 4_096
+_PENDING_BYTES = 64 * 1_024 * 1_024
+
+
+class Position(msgspec.Struct, frozen=True):
+    """Where an aggregate stands: its last stream sequence (0 when empty) and that event's digest."""
+
+    seq: int = 0
+    digest: str | None = None
+
+
+START = Position()
+
+
+class Record(msgspec.Struct, frozen=True, kw_only=True):
+    """One stored message, as read back from the stream."""
+
+    seq: int
+    subject: str
+    data: bytes
+    digest: str | None = None
+    time: datetime | None = None
+
+    def entry(self) -> Entry:
+        return Entry(seq=self.seq, subject=self.subject, data=self.data, recorded_digest=self.digest)
+
+
+class Log:
+    """The `SWARM` stream as the rest of the system sees it."""
+
+    def __init__(self, js: JetStreamContext, pipeline: Pipeline, settings: Settings) -> None:
+        self._js = js
+        self._pipeline = pipeline
+        self._settings = settings
+
+    async def append(self, event: AnyEvent, at: Position) -> Position:
+        """Append one event to its aggregate, which must still be at `at`; return the new position.
+
+        Fills in `prev_hash` from `at`, so the aggregate's events form a hash chain. Raises
+        `ConcurrencyConflict` when another writer appended first.
+        """
+        chained = msgspec.structs.replace(event, prev_hash=at.digest)
+        data = encode(chained)
+        sha = digest(data)
+        headers = {MSG_ID: event.id, EXPECTED_LAST_SUBJECT_SEQ: str(at.seq), DIGEST: sha}
+        ack = await self._publish(subjects.of_event(event), data, headers)
+        return Position(seq=ack.seq, digest=sha)
+
+    async def append_all(self, events: Iterable[AnyEvent], at: Position) -> Position:
+        for event in events:
+            at = await self.append(event, at)
+        return at
+
+    async def send(self, command: AnyCommand, *, idempotency_key: str | None = None) -> Ack:
+        """Publish a command; the same idempotency key (default: the command id) is stored once."""
+        data = encode(command)
+        headers = {MSG_ID: idempotency_key or command.id, DIGEST: digest(data)}
+        return await self._publish(subjects.of_command(command), data, headers)
+
+    async def _publish(self, subject: str, data: bytes, headers: dict[str, str]) -> Ack:
+        if len(data) > self._settings.max_message_bytes:
+            raise PayloadTooLarge(subject, len(data), self._settings.max_message_bytes)
+        return await self._pipeline.publish(subject, data, headers)
+
+    async def position(self, subject: str) -> Position:
+        """The last event of one subject (an aggregate), or `START` when it has none."""
+        try:
+            raw = await self._js.get_last_msg(self._settings.stream, subject, direct=True)
+        except NotFoundError:
+            return START
+        return Position(seq=raw.seq or 0, digest=digest(raw.data or b""))
+
+    async def read(
+        self, subject: str = ">", *, after_seq: int = 0, limit: int | None = None
+    ) -> AsyncIterator[Record]:
+        """Messages on `subject` (wildcards allowed) after `after_seq`, in order, up to the current end.
+
+        Streams through an ordered consumer: memory stays bounded however long the log is. `limit`
+        stops after that many records (the caller pages on with the last record's `seq`).
+        """
+        async for record in self._ordered(subject, after_seq, follow=False, limit=limit):
+            yield record
+
+    async def follow(self, subject: str = ">", *, after_seq: int = 0) -> AsyncIterator[Record]:
+        """Like `read`, but never ends: after the current end it yields new messages as they arrive."""
+        async for record in self._ordered(subject, after_seq, follow=True, limit=None):
+            yield record
+
+    async def _ordered(
+        self, subject: str, after_seq: int, *, follow: bool, limit: int | None
+    ) -> AsyncIterator[Record]:
+        if limit is not None and limit <= 0:
+            return
+        config = ConsumerConfig(
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=after_seq + 1,
+            inactive_threshold=60.0,
+        )
+        sub = await self._js.subscribe(
+            _qualified(subject),
+            stream=self._settings.stream,
+            ordered_consumer=True,
+            config=config,
+            pending_msgs_limit=_PENDING_MSGS,
+            pending_bytes_limit=_PENDING_BYTES,
+        )
+        try:
+            if not follow and await _empty(sub):
+                return
+            seen = 0
+            while True:
+                msg = await sub.next_msg(timeout=None)
+                yield _record(msg)
+                seen += 1
+                if (limit is not None and seen >= limit) or (not follow and msg.metadata.num_pending == 0):
+                    return
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+
+async def _empty(sub: JetStreamContext.PushSubscription) -> bool:
+    info = await sub.consumer_info()
+    return info.num_pending == 0 and (info.delivered is None or not info.delivered.consumer_seq)
+
+
+def _qualified(subject: str) -> str:
+    return subject if subject.startswith(f"{subjects.ROOT}.") else f"{subjects.ROOT}.{subject}"
+
+
+def _record(msg: Msg) -> Record:
+    meta = msg.metadata
+    return Record(
+        seq=meta.sequence.stream,
+        subject=msg.subject,
+        data=msg.data,
+        digest=(msg.headers or {}).get(DIGEST),
+        time=meta.timestamp,
+    )

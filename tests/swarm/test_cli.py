@@ -1,0 +1,182 @@
+"""The `swarm` command end to end: `up` in a subprocess, `audit verify`, `schema`, and clear errors."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+import bus
+import schemas
+from schemas import Kind
+
+NOW = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
+
+
+def _swarm(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "swarm.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+class Up:
+    """A `swarm up` child process and the ready line it printed."""
+
+    def __init__(self, process: asyncio.subprocess.Process, ready: dict[str, object]) -> None:
+        self.process = process
+        self.ready = ready
+
+    @property
+    def url(self) -> str:
+        return str(self.ready["nats_url"])
+
+
+async def _start_up(data_dir: Path) -> Up:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "swarm.cli", "up", "--data-dir", str(data_dir), "--port", "0", "--json",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    assert process.stdout is not None
+    async with asyncio.timeout(30):
+        line = await process.stdout.readline()
+    ready = json.loads(line)
+    assert ready["event"] == "ready"
+    return Up(process, ready)
+
+
+async def _interrupt(up: Up) -> int:
+    up.process.send_signal(signal.SIGINT)
+    async with asyncio.timeout(30):
+        return await up.process.wait()
+
+
+def _server_pids(data_dir: Path) -> list[int]:
+    """nats-server processes started on this data directory (found through their command line)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if "nats-server" in cmdline and str(data_dir) in cmdline:
+                pids.append(int(proc.name))
+    return pids
+
+
+@pytest.fixture
+async def up(tmp_path: Path, server_settings: bus.ServerSettings) -> AsyncIterator[Up]:
+    running = await _start_up(tmp_path / "data")
+    yield running
+    if running.process.returncode is None:
+        running.process.kill()
+        await running.process.wait()
+
+
+def _start_command(tenant: str = "acme") -> schemas.StartRun:
+    ids = schemas.IdSource()
+    return schemas.StartRun(
+        id=ids.new(Kind.COMMAND),
+        at=NOW,
+        tenant=tenant,
+        actor="key_test",
+        run_id=ids.new(Kind.RUN),
+        project_id=ids.new(Kind.PROJECT),
+        instructions="add a test",
+    )
+
+
+async def test_up_serves_stops_cleanly_and_resumes(up: Up, tmp_path: Path) -> None:
+    """`swarm up` provisions the log, Ctrl-C leaves no process behind, and a restart keeps all history."""
+    data_dir = tmp_path / "data"
+    async with bus.connect(bus.Settings(url=up.url)) as conn:
+        info = await conn.js.stream_info("SWARM")
+        assert info.config.deny_delete
+        assert info.config.deny_purge
+        ack = await conn.log.send(_start_command())
+    assert _server_pids(data_dir)
+
+    assert await _interrupt(up) == 0
+    assert _server_pids(data_dir) == []
+
+    again = await _start_up(data_dir)
+    try:
+        assert again.ready["messages"] == 1
+        assert again.ready["last_seq"] == ack.seq
+    finally:
+        assert await _interrupt(again) == 0
+
+
+async def test_audit_verify_reports_ok_then_the_first_break(up: Up) -> None:
+    """`swarm audit verify` passes an intact log and names the sequence of a forged link."""
+    command = _start_command()
+    ctx = schemas.Context(now=NOW, actor="exe_test")
+    executor = schemas.run_state.ExecutorInfo(executor_id="exe_test", sandbox="local")
+    started = schemas.run_state.decide(
+        schemas.run_state.RunState(run_id=command.run_id), command, ctx, executor
+    )
+    async with bus.connect(bus.Settings(url=up.url)) as conn:
+        await conn.log.send(command)
+        position = await conn.log.append_all(started, bus.START)
+        env = {"SWARM_BUS__URL": up.url}
+        good = await asyncio.to_thread(_swarm, "audit", "verify", "--tenant", "acme", env=env)
+        assert good.returncode == 0, good.stderr
+        assert "OK, 2 messages" in good.stdout
+
+        forged = schemas.RunCancelled(
+            id=schemas.IdSource().new(Kind.EVENT),
+            at=NOW,
+            tenant="acme",
+            actor="exe_test",
+            run_id=command.run_id,
+            cancelled_by="key_test",
+        )
+        bad_position = await conn.log.append(forged, bus.Position(seq=position.seq, digest="0" * 64))
+    bad = await asyncio.to_thread(
+        _swarm, "audit", "verify", "--tenant", "acme", "--run", command.run_id, "--json", env=env
+    )
+    assert bad.returncode == 1
+    report = json.loads(bad.stdout)
+    assert report["ok"] is False
+    assert report["first_break"]["seq"] == bad_position.seq
+    assert report["first_break"]["problem"] == "chain_broken"
+
+
+def test_schema_export_lists_every_message(tmp_path: Path) -> None:
+    """`swarm schema --out` writes a JSON Schema naming every command and event."""
+    out = tmp_path / "schema.json"
+    result = _swarm("schema", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    document = json.loads(out.read_text())
+    for union in (schemas.AnyCommand, schemas.AnyEvent):
+        for cls in union.__args__:
+            assert cls.__name__ in document["$defs"]
+
+
+def test_errors_are_one_clear_line_without_a_traceback() -> None:
+    """A bad setting or an unreachable NATS gives an error and a hint, never a traceback."""
+    bad = _swarm("config", env={"SWARM_BUS__URLL": "x"})
+    assert bad.returncode == 2
+    assert "unknown field `urll`" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+    unreachable = _swarm(
+        "audit", "verify", env={"SWARM_BUS__URL": "nats://127.0.0.1:9", "SWARM_BUS__CONNECT_TIMEOUT": "1"}
+    )
+    assert unreachable.returncode == 2
+    assert "hint:" in unreachable.stderr
+    assert "Traceback" not in unreachable.stderr
