@@ -50,7 +50,7 @@ async def connect(settings: Settings, *, name: str = "swarm") -> AsyncIterator[C
     try:
         async with asyncio.timeout(settings.connect_timeout):
             nc = await nats.connect(
-                settings.url,
+                settings.url.split(","),
                 name=name,
                 user=settings.user,
                 password=settings.password,
