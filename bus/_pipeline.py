@@ -17,7 +17,7 @@ from nats.aio.subscription import Subscription
 
 from bus.errors import ConcurrencyConflict, PublishFailed
 
-_WRONG_LAST_SEQUENCE = 10071
+_WRONG_LAST_SEQUENCE = {10071, 10164}  # "wrong last sequence: N"; a cluster may omit the number
 _LAST_SEQUENCE = re.compile(r"(\d+)\s*$")
 
 
@@ -105,7 +105,7 @@ def _parse(subject: str, reply: Msg, headers: dict[str, str]) -> Ack:
         raise PublishFailed(subject, f"unreadable acknowledgement {reply.data[:200]!r}") from exc
     if ack.error is None:
         return Ack(seq=ack.seq, duplicate=ack.duplicate)
-    if ack.error.err_code == _WRONG_LAST_SEQUENCE:
+    if ack.error.err_code in _WRONG_LAST_SEQUENCE:
         match = _LAST_SEQUENCE.search(ack.error.description)
         expected = int(headers.get("Nats-Expected-Last-Subject-Sequence", "-1"))
         raise ConcurrencyConflict(subject, expected, int(match.group(1)) if match else None)

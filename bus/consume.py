@@ -14,9 +14,11 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Annotated
 
 import msgspec
 import structlog
+from msgspec import Meta
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
@@ -51,9 +53,13 @@ class Queue(msgspec.Struct, frozen=True, kw_only=True):
 
     durable: str
     subject: str
-    ack_wait: float = 30.0
-    max_deliver: int = 5
+    ack_wait: Annotated[float, Meta(gt=0)] = 30.0
+    max_deliver: Annotated[int, Meta(ge=1)] = 5  # bounded: JetStream's -1 (unlimited) is refused
     backoff: tuple[float, ...] = (1.0, 5.0, 30.0)
+
+    def __post_init__(self) -> None:
+        if self.max_deliver < 1 or self.ack_wait <= 0:
+            raise ValueError("a Queue needs max_deliver >= 1 and ack_wait > 0")
 
 
 @dataclass(slots=True)
@@ -132,7 +138,10 @@ class Worker:
                 if self._stopping.is_set():
                     break
                 for msg in await self._fetch(sub, self._free):
-                    self._start(msg)
+                    if self._stopping.is_set():  # fetched while shutting down: hand it back at once
+                        await _quietly(msg.nak())
+                    else:
+                        self._start(msg)
             if self._in_flight:
                 await asyncio.wait(self._in_flight)
         finally:

@@ -34,13 +34,16 @@ class RunningServer:
 
 
 def find_binary(configured: str | None) -> str:
-    """The nats-server to run: the configured one, the one on PATH, or the one beside this Python."""
-    candidates = [configured] if configured else []
-    candidates += [shutil.which("nats-server") or "", str(Path(sys.executable).parent / "nats-server")]
+    """The nats-server to run: the configured one (which must exist), else on PATH or beside this Python."""
+    if configured:
+        if Path(configured).is_file() and os.access(configured, os.X_OK):
+            return configured
+        raise ServerBinaryMissing([configured])
+    candidates = [shutil.which("nats-server") or "", str(Path(sys.executable).parent / "nats-server")]
     for candidate in filter(None, candidates):
         if Path(candidate).is_file() and os.access(candidate, os.X_OK):
             return candidate
-    raise ServerBinaryMissing([c for c in candidates if c] or ["PATH"])
+    raise ServerBinaryMissing([c or "PATH" for c in candidates])
 
 
 def free_port(host: str) -> int:
@@ -115,8 +118,15 @@ async def _ignore(_: Exception) -> None:
 
 async def _jetstream_answers(url: str) -> bool:
     try:
+        # nats-py treats max_reconnect_attempts=0 as "retry forever, 2 s apart": 1 with no wait is
+        # the least it allows, so a server that is not up yet (or exited) is seen in milliseconds.
         client = await nats.connect(
-            url, allow_reconnect=False, connect_timeout=0.5, max_reconnect_attempts=0, error_cb=_ignore
+            url,
+            allow_reconnect=False,
+            connect_timeout=0.5,
+            max_reconnect_attempts=1,
+            reconnect_time_wait=0,
+            error_cb=_ignore,
         )
     except (OSError, NatsError, TimeoutError):
         return False
