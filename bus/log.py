@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Coroutine, Iterable
 from datetime import datetime
+from typing import Any
 
 import msgspec
 from nats.aio.msg import Msg
@@ -91,11 +92,12 @@ class Log:
         headers = {MSG_ID: idempotency_key or command.id, DIGEST: digest(data)}
         return await self._publish(subjects.of_command(command), data, headers)
 
-    async def _publish(self, subject: str, data: bytes, headers: dict[str, str]) -> Ack:
+    def _publish(self, subject: str, data: bytes, headers: dict[str, str]) -> Coroutine[Any, Any, Ack]:
+        # A plain function handing back the pipeline's coroutine: one coroutine object less per publish.
         size = len(data) + _header_bytes(headers)
         if size > self._settings.max_message_bytes:
             raise PayloadTooLarge(subject, size, self._settings.max_message_bytes)
-        return await self._pipeline.publish(subject, data, headers)
+        return self._pipeline.publish(subject, data, headers)
 
     async def position(self, subject: str) -> Position:
         """The last event of one subject (an aggregate), or `START` when it has none."""
@@ -161,7 +163,10 @@ async def _empty(sub: JetStreamContext.PushSubscription) -> bool:
 
 def _header_bytes(headers: dict[str, str]) -> int:
     """The header block's size: the stream's `max_msg_size` counts it with the body."""
-    return len("NATS/1.0\r\n\r\n") + sum(len(k) + len(v) + 4 for k, v in headers.items())
+    size = 12  # "NATS/1.0\r\n" and the closing "\r\n"
+    for key, value in headers.items():
+        size += len(key) + len(value) + 4
+    return size
 
 
 def _qualified(subject: str) -> str:
