@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+from collections import deque
 from collections.abc import AsyncIterator, Coroutine, Iterable
 from datetime import datetime
 from typing import Any
@@ -115,45 +117,86 @@ class Log:
         Streams through an ordered consumer: memory stays bounded however long the log is. `limit`
         stops after that many records (the caller pages on with the last record's `seq`).
         """
-        async for record in self._ordered(subject, after_seq, follow=False, limit=limit):
-            yield record
+        if limit is not None and limit <= 0:
+            return
+        seen = 0
+        async for batch in self.batches(subject, after_seq=after_seq, follow=False):
+            for record in batch:
+                yield record
+                seen += 1
+                if seen == limit:
+                    return
 
     async def follow(self, subject: str = ">", *, after_seq: int = 0) -> AsyncIterator[Record]:
         """Like `read`, but never ends: after the current end it yields new messages as they arrive."""
-        async for record in self._ordered(subject, after_seq, follow=True, limit=None):
-            yield record
+        async for batch in self.batches(subject, after_seq=after_seq, follow=True):
+            for record in batch:
+                yield record
 
-    async def _ordered(
-        self, subject: str, after_seq: int, *, follow: bool, limit: int | None
-    ) -> AsyncIterator[Record]:
-        if limit is not None and limit <= 0:
-            return
-        config = ConsumerConfig(
-            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-            opt_start_seq=after_seq + 1,
-            inactive_threshold=60.0,
-        )
+    async def batches(
+        self, subject: str = ">", *, after_seq: int = 0, max_batch: int = 1_000, follow: bool = True
+    ) -> AsyncIterator[list[Record]]:
+        """The messages after `after_seq` in order, in lists of at most `max_batch`.
+
+        A list holds whatever has arrived since the last one, so a consumer that keeps up gets small
+        lists with little delay and one that falls behind gets full ones. At most four lists' worth is
+        buffered: beyond that, delivery waits and the server's flow control holds back the rest.
+        """
+        buffer = _Buffer(limit=4 * max_batch, stop_at_end=not follow)
         sub = await self._js.subscribe(
             _qualified(subject),
             stream=self._settings.stream,
             ordered_consumer=True,
-            config=config,
+            cb=buffer.put,
+            config=ConsumerConfig(
+                deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                opt_start_seq=after_seq + 1,
+                inactive_threshold=60.0,
+            ),
             pending_msgs_limit=_PENDING_MSGS,
             pending_bytes_limit=_PENDING_BYTES,
         )
         try:
             if not follow and await _empty(sub):
                 return
-            seen = 0
-            while True:
-                msg = await sub.next_msg(timeout=None)
-                yield _record(msg)
-                seen += 1
-                if (limit is not None and seen >= limit) or (not follow and msg.metadata.num_pending == 0):
-                    return
+            while chunk := await buffer.take(max_batch):
+                yield chunk
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+
+
+class _Buffer:
+    """Between the subscription's callback and the reader: bounded, in order, knows the end."""
+
+    def __init__(self, *, limit: int, stop_at_end: bool) -> None:
+        self._records: deque[Record] = deque()
+        self._limit = limit
+        self._stop_at_end = stop_at_end
+        self._ended = False
+        self._arrived = asyncio.Event()
+        self._drained = asyncio.Event()
+
+    async def put(self, msg: Msg) -> None:
+        while len(self._records) >= self._limit:
+            self._drained.clear()
+            await self._drained.wait()
+        self._records.append(_record(msg))
+        if self._stop_at_end and msg.metadata.num_pending == 0:
+            self._ended = True
+        self._arrived.set()
+
+    async def take(self, most: int) -> list[Record]:
+        """The next records (at most `most`); `[]` once the end has been reached and read."""
+        while not self._records:
+            if self._ended:
+                return []
+            self._arrived.clear()
+            await self._arrived.wait()
+        count = min(most, len(self._records))
+        chunk = [self._records.popleft() for _ in range(count)]
+        self._drained.set()
+        return chunk
 
 
 async def _empty(sub: JetStreamContext.PushSubscription) -> bool:
