@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import AsyncIterator, Coroutine, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Iterable
 from datetime import datetime
 from typing import Any
 
@@ -135,7 +135,7 @@ class Log:
 
     async def batches(
         self, subject: str = ">", *, after_seq: int = 0, max_batch: int = 1_000, follow: bool = True
-    ) -> AsyncIterator[list[Record]]:
+    ) -> AsyncGenerator[list[Record]]:
         """The messages after `after_seq` in order, in lists of at most `max_batch`.
 
         A list holds whatever has arrived since the last one, so a consumer that keeps up gets small

@@ -1,0 +1,329 @@
+"""What a batch of log records does to the read models, computed in memory without touching DuckDB.
+
+Unlike the pure lifecycle rules in `schemas`, a projection never refuses an event: it records what the
+log says happened. Runs and projects are upserted whole; steps, model calls, artifacts, commands and
+pattern uses are appended, keyed by stream sequence.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import assert_never
+
+import msgspec
+
+from projectors.prices import Prices
+from projectors.rows import ArtifactRow, CommandRow, ModelCallRow, ProjectRow, Row, RunRow, StepRow
+from schemas import (
+    AgentMessage,
+    AnyCommand,
+    AnyEvent,
+    ArchiveProject,
+    ArtifactStored,
+    CancelRun,
+    CommandExecuted,
+    CommandStarted,
+    CreateProject,
+    FilesChanged,
+    GitSource,
+    LimitWarning,
+    LineQuarantined,
+    LocalSource,
+    Message,
+    ModelCallRecorded,
+    PlanUpdated,
+    ProjectArchived,
+    ProjectCreated,
+    ProjectUpdated,
+    Reasoning,
+    RunCancelled,
+    RunFailed,
+    RunStarted,
+    RunSucceeded,
+    RunTimedOut,
+    Source,
+    StartRun,
+    ToolCalled,
+    TurnCompleted,
+    UpdateProject,
+    Usage,
+    WebSearched,
+    WorkspacePrepared,
+)
+from schemas.run import StepEvent
+
+SUMMARY_CHARS = 300
+_TERMINAL = {"succeeded", "failed", "cancelled", "timed_out"}
+
+
+def touched(messages: Iterable[Message]) -> tuple[set[str], set[str]]:
+    """The run ids and project ids whose current rows a batch needs."""
+    runs: set[str] = set()
+    projects: set[str] = set()
+    for message in messages:
+        match message:
+            case StartRun() | CancelRun():
+                runs.add(message.run_id)
+            case CreateProject() | UpdateProject() | ArchiveProject():
+                projects.add(message.project_id)
+            case ProjectCreated() | ProjectUpdated() | ProjectArchived():
+                projects.add(message.project_id)
+            case _:
+                runs.add(message.run_id)
+    return runs, projects
+
+
+class Changes:
+    """The rows one batch upserts and appends, and where in the log it ends."""
+
+    def __init__(
+        self, runs: Mapping[str, RunRow], projects: Mapping[str, ProjectRow], prices: Prices
+    ) -> None:
+        self._known_runs = runs
+        self._known_projects = projects
+        self._prices = prices
+        self.runs: dict[str, RunRow] = {}
+        self.projects: dict[str, ProjectRow] = {}
+        self.appended: list[Row] = []
+        self.skipped: Counter[str] = Counter()
+        self.applied = 0
+
+    def skip(self, message_type: str) -> None:
+        self.skipped[message_type] += 1
+
+    def apply(self, seq: int, message: Message) -> None:
+        self.applied += 1
+        match message:
+            case CreateProject() | UpdateProject() | ArchiveProject() | CancelRun():
+                self._audit(seq, message)
+            case StartRun():
+                self._audit(seq, message)
+                self._queue(seq, message)
+            case ProjectCreated() | ProjectUpdated() | ProjectArchived():
+                self._project(seq, message)
+            case _:
+                self._run_event(seq, message)
+
+    # commands
+
+    def _audit(self, seq: int, command: AnyCommand) -> None:
+        aggregate, _ = command.type.split(".")
+        self.appended.append(
+            CommandRow(
+                seq=seq,
+                tenant=command.tenant,
+                command_id=command.id,
+                type=command.type,
+                aggregate=aggregate,
+                aggregate_id=command.aggregate_id,
+                actor=command.actor,
+                origin=command.origin,
+                issued_at=command.at,
+            )
+        )
+
+    def _queue(self, seq: int, command: StartRun) -> None:
+        run = self._run(command.run_id, command.tenant)
+        if run.queued_at is None:
+            run.project_id = command.project_id
+            run.task_type = command.task_type
+            run.instructions = command.instructions
+            run.requested_by = command.actor
+            run.reference_run_id = command.reference_run_id
+            run.from_run_id = command.from_run_id
+            run.queued_at = command.at
+        run.last_seq = seq
+
+    # projects
+
+    def _project(self, seq: int, event: ProjectCreated | ProjectUpdated | ProjectArchived) -> None:
+        project = self._project_row(event.project_id, event.tenant)
+        match event:
+            case ProjectCreated():
+                project.name, project.description = event.name, event.description
+                project.default_task_type, project.created_by = event.default_task_type, event.actor
+                project.created_at = event.at
+                project.source_kind, project.source = _source(event.source)
+            case ProjectUpdated():
+                project.name = event.name if event.name is not None else project.name
+                project.description = (
+                    event.description if event.description is not None else project.description
+                )
+                if event.default_task_type is not None:
+                    project.default_task_type = event.default_task_type
+                if event.source is not None:
+                    project.source_kind, project.source = _source(event.source)
+            case ProjectArchived():
+                project.status, project.archived_at = "archived", event.at
+            case _:
+                assert_never(event)
+        project.updated_at, project.version, project.last_seq = event.at, project.version + 1, seq
+
+    def _project_row(self, project_id: str, tenant: str) -> ProjectRow:
+        if project_id not in self.projects:
+            known = self._known_projects.get(project_id)
+            self.projects[project_id] = (
+                msgspec.structs.replace(known) if known else ProjectRow(project_id=project_id, tenant=tenant)
+            )
+        return self.projects[project_id]
+
+    # runs
+
+    def _run(self, run_id: str, tenant: str) -> RunRow:
+        if run_id not in self.runs:
+            known = self._known_runs.get(run_id)
+            self.runs[run_id] = (
+                msgspec.structs.replace(known) if known else RunRow(run_id=run_id, tenant=tenant)
+            )
+        return self.runs[run_id]
+
+    def _run_event(self, seq: int, event: AnyEvent) -> None:
+        assert not isinstance(event, ProjectCreated | ProjectUpdated | ProjectArchived)
+        run = self._run(event.run_id, event.tenant)
+        run.events += 1
+        run.last_seq = seq
+        if isinstance(event, StepEvent):
+            self._step(seq, run, event)
+        else:
+            self._lifecycle(seq, run, event)
+        run.progress_pct = _progress(run)
+
+    def _lifecycle(self, seq: int, run: RunRow, event: AnyEvent) -> None:
+        match event:
+            case RunStarted():
+                run.status, run.attempt, run.executor_id = "running", event.attempt, event.executor_id
+                run.sandbox, run.codex_version = event.sandbox, event.codex_version
+                if run.started_at is None:
+                    run.started_at = event.at
+                    run.queue_wait_ms = _ms(run.queued_at, event.at)
+            case WorkspacePrepared():
+                pass
+            case TurnCompleted():
+                run.tokens_in += event.usage.input_tokens
+                run.tokens_cached += event.usage.cached_input_tokens
+                run.tokens_out += event.usage.output_tokens
+                run.tokens_reasoning += event.usage.reasoning_output_tokens
+                run.cost_usd = self._prices.cost(run.model, _usage(run))
+            case ModelCallRecorded():
+                self._model_call(seq, run, event)
+            case ArtifactStored():
+                blob = event.blob
+                self.appended.append(
+                    ArtifactRow(
+                        seq=seq, tenant=event.tenant, run_id=run.run_id, name=event.name, kind=event.kind,
+                        sha256=blob.sha256, size=blob.size, media_type=blob.media_type, occurred_at=event.at,
+                    )
+                )  # fmt: skip
+            case LineQuarantined():
+                run.quarantined += 1
+            case LimitWarning():
+                run.warnings += 1
+            case RunSucceeded() | RunFailed() | RunCancelled() | RunTimedOut():
+                _finish(run, event)
+            case _:
+                raise AssertionError(f"not a lifecycle event: {event.type}")
+
+    def _model_call(self, seq: int, run: RunRow, event: ModelCallRecorded) -> None:
+        run.model = run.model or event.model
+        usage = event.usage
+        self.appended.append(
+            ModelCallRow(
+                seq=seq, tenant=event.tenant, run_id=run.run_id, model=event.model, status=event.status,
+                latency_ms=event.latency_ms, input_tokens=usage.input_tokens,
+                cached_input_tokens=usage.cached_input_tokens, output_tokens=usage.output_tokens,
+                reasoning_output_tokens=usage.reasoning_output_tokens,
+                cost_usd=self._prices.cost(event.model, usage),
+                request_sha256=event.request.sha256 if event.request else None,
+                response_sha256=event.response.sha256 if event.response else None, occurred_at=event.at,
+            )
+        )  # fmt: skip
+        run.cost_usd = self._prices.cost(run.model, _usage(run))
+
+    def _step(self, seq: int, run: RunRow, event: StepEvent) -> None:
+        run.steps += 1
+        status, exit_code, ref = None, None, None
+        match event:
+            case AgentMessage():
+                summary, ref, run.final_message = event.text.text, event.text.ref, event.text.text
+            case Reasoning():
+                summary, ref = event.text.text, event.text.ref
+            case CommandStarted():
+                summary, status = event.command, "in_progress"
+            case CommandExecuted():
+                summary, status, exit_code, ref = (
+                    event.command,
+                    event.status,
+                    event.exit_code,
+                    event.output.ref,
+                )
+                run.commands_run += 1
+            case FilesChanged():
+                summary, status = ", ".join(f"{c.kind} {c.path}" for c in event.changes), event.status
+                run.files_changed += len(event.changes)
+            case ToolCalled():
+                summary, status = f"{event.server}.{event.tool}", event.status
+            case WebSearched():
+                summary = event.query
+            case PlanUpdated():
+                run.plan_total, run.plan_done = len(event.items), sum(item.completed for item in event.items)
+                summary = f"{run.plan_done}/{run.plan_total} done"
+            case _:
+                raise AssertionError(f"not a step event: {event.type}")
+        self.appended.append(
+            StepRow(
+                seq=seq, tenant=event.tenant, run_id=run.run_id, item_id=event.item_id,
+                kind=event.type.removeprefix("run."), summary=summary[:SUMMARY_CHARS], status=status,
+                exit_code=exit_code, ref_sha256=ref.sha256 if ref else None, occurred_at=event.at,
+            )
+        )  # fmt: skip
+
+
+def _finish(run: RunRow, event: RunSucceeded | RunFailed | RunCancelled | RunTimedOut) -> None:
+    run.finished_at = event.at
+    run.duration_ms = _ms(run.started_at or run.queued_at, event.at)
+    match event:
+        case RunSucceeded():
+            run.status, run.summary = "succeeded", msgspec.json.encode(event.summary).decode()
+            run.final_message = event.summary.final_message or run.final_message
+        case RunFailed():
+            run.status, run.failure_reason = "failed", str(event.reason)
+            run.failure_detail, run.failure_suggestion = event.detail, event.suggestion
+        case RunCancelled():
+            run.status, run.cancelled_by = "cancelled", event.cancelled_by
+        case RunTimedOut():
+            run.status, run.timeout_limit = "timed_out", event.limit
+        case _:
+            assert_never(event)
+
+
+def _progress(run: RunRow) -> float:
+    if run.status in _TERMINAL:
+        return 100.0
+    if run.plan_total:
+        return round(min(95.0, 100.0 * run.plan_done / run.plan_total), 1)
+    return 0.0
+
+
+def _usage(run: RunRow) -> Usage:
+    return Usage(
+        input_tokens=run.tokens_in,
+        cached_input_tokens=run.tokens_cached,
+        output_tokens=run.tokens_out,
+        reasoning_output_tokens=run.tokens_reasoning,
+    )
+
+
+def _ms(start: datetime | None, end: datetime) -> int | None:
+    return None if start is None else int((end - start).total_seconds() * 1000)
+
+
+def _source(source: Source) -> tuple[str, str]:
+    match source:
+        case LocalSource():
+            return "local", source.path
+        case GitSource():
+            return "git", f"{source.url} {source.ref}"
+        case _:
+            assert_never(source)
