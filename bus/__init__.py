@@ -10,6 +10,7 @@ from bus.errors import (
     ConcurrencyConflict,
     PayloadTooLarge,
     PublishFailed,
+    RequestFailed,
     ServerBinaryMissing,
     ServerError,
     Unreachable,
@@ -17,6 +18,7 @@ from bus.errors import (
 from bus.log import DIGEST, START, Log, Position, Record
 from bus.provision import provision, stream_config
 from bus.server import RunningServer, embedded, find_binary
+from bus.service import Responder, Service, request, serve
 from bus.settings import ServerSettings, Settings
 
 __all__ = [
@@ -36,11 +38,14 @@ __all__ = [
     "Queue",
     "Record",
     "Reject",
+    "RequestFailed",
+    "Responder",
     "Retry",
     "RunningServer",
     "ServerBinaryMissing",
     "ServerError",
     "ServerSettings",
+    "Service",
     "Settings",
     "Unreachable",
     "Worker",
@@ -48,5 +53,7 @@ __all__ = [
     "embedded",
     "find_binary",
     "provision",
+    "request",
+    "serve",
     "stream_config",
 ]

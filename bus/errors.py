@@ -7,7 +7,8 @@ BusError
 ├── PublishFailed            JetStream did not store a message (no stream, timeout, refused)
 │   └── ConcurrencyConflict  an append's expected subject sequence was not the subject's last
 ├── PayloadTooLarge          a message body over the inline limit
-└── BlobError                the object store: a missing or corrupt body
+├── BlobError                the object store: a missing or corrupt body
+└── RequestFailed            a request/reply got no answer: no responders, timeout, or the service failed
 """
 
 from __future__ import annotations
@@ -66,4 +67,14 @@ class BlobError(BusError):
     def __init__(self, digest: str, detail: str) -> None:
         super().__init__(f"blob {digest}: {detail}")
         self.digest = digest
+        self.detail = detail
+
+
+class RequestFailed(BusError):
+    """A request got no usable reply; `reason` is `no_responders`, `timeout` or `service_error`."""
+
+    def __init__(self, subject: str, reason: str, detail: str) -> None:
+        super().__init__(f"request to {subject} failed ({reason}): {detail}")
+        self.subject = subject
+        self.reason = reason
         self.detail = detail

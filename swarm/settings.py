@@ -15,6 +15,7 @@ import msgspec
 
 from bus import ServerSettings
 from bus import Settings as BusSettings
+from projectors.settings import Settings as ProjectorSettings
 
 ENV_PREFIX = "SWARM_"
 CONFIG_VARIABLE = "SWARM_CONFIG"
@@ -33,6 +34,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     data_dir: str = ""  # empty: $XDG_DATA_HOME/codex-swarm or ~/.local/share/codex-swarm
     bus: BusSettings = BusSettings()
     server: ServerSettings = ServerSettings(port=4222)
+    projector: ProjectorSettings = ProjectorSettings()
     log: LogSettings = LogSettings()
 
 
@@ -73,10 +75,20 @@ def _place(raw: dict[str, Any], name: str, value: str) -> None:
 
 
 def _with_data_dir(settings: Settings, env: Mapping[str, str]) -> Settings:
-    if settings.data_dir:
-        return settings
-    base = Path(env["XDG_DATA_HOME"]) if env.get("XDG_DATA_HOME") else Path.home() / ".local" / "share"
-    return msgspec.structs.replace(settings, data_dir=str(base / "codex-swarm"))
+    """Fill in the paths left empty: the data directory, and the projector's database inside it."""
+    if not settings.data_dir:
+        base = Path(env["XDG_DATA_HOME"]) if env.get("XDG_DATA_HOME") else Path.home() / ".local" / "share"
+        settings = msgspec.structs.replace(settings, data_dir=str(base / "codex-swarm"))
+    return with_data_dir(settings, settings.data_dir)
+
+
+def with_data_dir(settings: Settings, data_dir: str) -> Settings:
+    """The settings moved to another data directory (paths derived from it follow unless set)."""
+    projector = settings.projector
+    if not projector.database or projector.database.startswith(settings.data_dir):
+        database = str(Path(data_dir) / "projector" / "swarm.duckdb")
+        projector = msgspec.structs.replace(projector, database=database)
+    return msgspec.structs.replace(settings, data_dir=data_dir, projector=projector)
 
 
 def redacted(settings: Settings) -> dict[str, Any]:

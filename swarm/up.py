@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import signal
 from pathlib import Path
 
 import msgspec
 
 import bus
+from projectors import role as projector_role
+from swarm.roles import stop_on_signals
 from swarm.settings import Settings
 
 
 async def run(settings: Settings, *, as_json: bool = False) -> int:
     """Start NATS with JetStream under `data_dir`, provision the log, and wait for Ctrl-C or SIGTERM."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     data_dir = Path(settings.data_dir)
     async with bus.embedded(settings.server, data_dir / "nats") as server:
         bus_settings = msgspec.structs.replace(settings.bus, url=server.url)
@@ -26,7 +23,7 @@ async def run(settings: Settings, *, as_json: bool = False) -> int:
             await conn.provision()
             state = (await conn.js.stream_info(bus_settings.stream)).state
             _announce(server, data_dir, bus_settings.stream, state.messages, state.last_seq, as_json)
-            await stop.wait()
+            await projector_role.run(conn, settings.projector, stop)
     print("codex-swarm stopped", flush=True)
     return 0
 

@@ -5,86 +5,14 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-import os
-import signal
-import subprocess
-import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
-
-import pytest
 
 import bus
 import schemas
 from schemas import Kind
+from tests.swarm._up import Up, interrupt, server_pids, start_up, swarm
 
 NOW = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
-
-
-def _swarm(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "swarm.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, **(env or {})},
-        check=False,
-    )
-
-
-class Up:
-    """A `swarm up` child process and the ready line it printed."""
-
-    def __init__(self, process: asyncio.subprocess.Process, ready: dict[str, object]) -> None:
-        self.process = process
-        self.ready = ready
-
-    @property
-    def url(self) -> str:
-        return str(self.ready["nats_url"])
-
-
-async def _start_up(data_dir: Path) -> Up:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "swarm.cli", "up", "--data-dir", str(data_dir), "--port", "0", "--json",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
-    assert process.stdout is not None
-    async with asyncio.timeout(30):
-        line = await process.stdout.readline()
-    ready = json.loads(line)
-    assert ready["event"] == "ready"
-    return Up(process, ready)
-
-
-async def _interrupt(up: Up) -> int:
-    up.process.send_signal(signal.SIGINT)
-    async with asyncio.timeout(30):
-        return await up.process.wait()
-
-
-def _server_pids(data_dir: Path) -> list[int]:
-    """nats-server processes started on this data directory (found through their command line)."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
-                continue
-            if "nats-server" in cmdline and str(data_dir) in cmdline:
-                pids.append(int(proc.name))
-    return pids
-
-
-@pytest.fixture
-async def up(tmp_path: Path, server_settings: bus.ServerSettings) -> AsyncIterator[Up]:
-    running = await _start_up(tmp_path / "data")
-    yield running
-    if running.process.returncode is None:
-        running.process.kill()
-        await running.process.wait()
 
 
 def _start_command(tenant: str = "acme") -> schemas.StartRun:
@@ -108,17 +36,17 @@ async def test_up_serves_stops_cleanly_and_resumes(up: Up, tmp_path: Path) -> No
         assert info.config.deny_delete
         assert info.config.deny_purge
         ack = await conn.log.send(_start_command())
-    assert _server_pids(data_dir)
+    assert server_pids(data_dir)
 
-    assert await _interrupt(up) == 0
-    assert _server_pids(data_dir) == []
+    assert await interrupt(up) == 0
+    assert server_pids(data_dir) == []
 
-    again = await _start_up(data_dir)
+    again = await start_up(data_dir)
     try:
         assert again.ready["messages"] == 1
         assert again.ready["last_seq"] == ack.seq
     finally:
-        assert await _interrupt(again) == 0
+        assert await interrupt(again) == 0
 
 
 async def test_audit_verify_reports_ok_then_the_first_break(up: Up) -> None:
@@ -133,7 +61,7 @@ async def test_audit_verify_reports_ok_then_the_first_break(up: Up) -> None:
         await conn.log.send(command)
         position = await conn.log.append_all(started, bus.START)
         env = {"SWARM_BUS__URL": up.url}
-        good = await asyncio.to_thread(_swarm, "audit", "verify", "--tenant", "acme", env=env)
+        good = await asyncio.to_thread(swarm, "audit", "verify", "--tenant", "acme", env=env)
         assert good.returncode == 0, good.stderr
         assert "OK, 2 messages" in good.stdout
 
@@ -147,7 +75,7 @@ async def test_audit_verify_reports_ok_then_the_first_break(up: Up) -> None:
         )
         bad_position = await conn.log.append(forged, bus.Position(seq=position.seq, digest="0" * 64))
     bad = await asyncio.to_thread(
-        _swarm, "audit", "verify", "--tenant", "acme", "--run", command.run_id, "--json", env=env
+        swarm, "audit", "verify", "--tenant", "acme", "--run", command.run_id, "--json", env=env
     )
     assert bad.returncode == 1
     report = json.loads(bad.stdout)
@@ -159,7 +87,7 @@ async def test_audit_verify_reports_ok_then_the_first_break(up: Up) -> None:
 def test_schema_export_lists_every_message(tmp_path: Path) -> None:
     """`swarm schema --out` writes a JSON Schema naming every command and event."""
     out = tmp_path / "schema.json"
-    result = _swarm("schema", "--out", str(out))
+    result = swarm("schema", "--out", str(out))
     assert result.returncode == 0, result.stderr
     document = json.loads(out.read_text())
     for union in (schemas.AnyCommand, schemas.AnyEvent):
@@ -169,12 +97,12 @@ def test_schema_export_lists_every_message(tmp_path: Path) -> None:
 
 def test_errors_are_one_clear_line_without_a_traceback() -> None:
     """A bad setting or an unreachable NATS gives an error and a hint, never a traceback."""
-    bad = _swarm("config", env={"SWARM_BUS__URLL": "x"})
+    bad = swarm("config", env={"SWARM_BUS__URLL": "x"})
     assert bad.returncode == 2
     assert "unknown field `urll`" in bad.stderr
     assert "Traceback" not in bad.stderr
 
-    unreachable = _swarm(
+    unreachable = swarm(
         "audit", "verify", env={"SWARM_BUS__URL": "nats://127.0.0.1:9", "SWARM_BUS__CONNECT_TIMEOUT": "1"}
     )
     assert unreachable.returncode == 2

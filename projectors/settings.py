@@ -1,0 +1,13 @@
+"""Settings of a projector replica; decoded once by the process's settings loader."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+from msgspec import Meta
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    database: str = ""  # empty: <data_dir>/projector/swarm.duckdb
+    max_batch: Annotated[int, Meta(ge=1, le=100_000)] = 2_000

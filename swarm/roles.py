@@ -1,0 +1,59 @@
+"""Entry points for running one role on its own, and the operator commands of the projection."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from pathlib import Path
+
+import msgspec
+
+import bus
+from projectors import admin
+from projectors import role as projector_role
+from swarm.settings import Settings
+
+
+def stop_on_signals() -> asyncio.Event:
+    """An event set by Ctrl-C or SIGTERM, so the process can stop in order."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def projector(settings: Settings) -> int:
+    """Run a projector replica against `bus.url` until Ctrl-C or SIGTERM."""
+    stop = stop_on_signals()
+    async with bus.connect(settings.bus, name="swarm-projector") as conn:
+        await conn.provision()
+        await projector_role.run(conn, settings.projector, stop)
+    return 0
+
+
+async def rebuild(settings: Settings) -> int:
+    database = Path(settings.projector.database)
+    last = await admin.rebuild_file(settings.bus, database)
+    print(f"rebuilt {database} from the log: sequences 1..{last}")
+    return 0
+
+
+async def check(settings: Settings, as_json: bool) -> int:
+    drift = await admin.check_file(settings.bus, Path(settings.projector.database))
+    if as_json:
+        print(json.dumps(msgspec.to_builtins(drift) | {"clean": drift.clean}))
+    elif drift.clean:
+        print(f"no drift: every table equals a rebuild at sequence {drift.seq}")
+    else:
+        names = ", ".join(t.table for t in drift.tables_differing)
+        print(f"DRIFT at sequence {drift.seq}: {names} differ from a rebuild")
+    return 0 if drift.clean else 1
+
+
+async def export(settings: Settings, action: admin.Action, path: Path) -> int:
+    files = await admin.perform(action, settings.bus, Path(settings.projector.database), path)
+    for file in files:
+        print(file)
+    return 0

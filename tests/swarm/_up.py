@@ -1,0 +1,68 @@
+"""Running `swarm` in subprocesses: the `up` process and one-shot commands."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+
+def swarm(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "swarm.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+class Up:
+    """A `swarm up` child process and the ready line it printed."""
+
+    def __init__(self, process: asyncio.subprocess.Process, ready: dict[str, object]) -> None:
+        self.process = process
+        self.ready = ready
+
+    @property
+    def url(self) -> str:
+        return str(self.ready["nats_url"])
+
+
+async def start_up(data_dir: Path) -> Up:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "swarm.cli", "up", "--data-dir", str(data_dir), "--port", "0", "--json",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    assert process.stdout is not None
+    async with asyncio.timeout(30):
+        line = await process.stdout.readline()
+    ready = json.loads(line)
+    assert ready["event"] == "ready"
+    return Up(process, ready)
+
+
+async def interrupt(up: Up) -> int:
+    up.process.send_signal(signal.SIGINT)
+    async with asyncio.timeout(30):
+        return await up.process.wait()
+
+
+def server_pids(data_dir: Path) -> list[int]:
+    """nats-server processes started on this data directory (found through their command line)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if "nats-server" in cmdline and str(data_dir) in cmdline:
+                pids.append(int(proc.name))
+    return pids
