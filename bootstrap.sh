@@ -8,6 +8,8 @@ cd "$(dirname "$0")"
 
 VENV=.venv
 PYTHON=${PYTHON:-python3}
+CODEX_VERSION=0.169.0   # the pinned Codex CLI; the runner image carries the same version
+CODEX_DIR=.codex-cli
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
@@ -44,6 +46,18 @@ ensure_project() {
     "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]'
 }
 
+ensure_codex() {
+    if [ -x "$CODEX_DIR/node_modules/.bin/codex" ] \
+        && "$CODEX_DIR/node_modules/.bin/codex" --version 2>/dev/null | grep -q "$CODEX_VERSION"; then
+        return
+    fi
+    if ! command -v npm >/dev/null; then
+        apt_install nodejs npm
+    fi
+    say "installing the Codex CLI $CODEX_VERSION into $CODEX_DIR (about 400 MB)"
+    npm install --no-save --no-audit --no-fund --loglevel=error --prefix "$CODEX_DIR" "@openai/codex@$CODEX_VERSION"
+}
+
 run_tests() {
     say "ruff"
     "$VENV/bin/ruff" check .
@@ -66,6 +80,7 @@ main() {
         test)
             ensure_python
             ensure_project
+            ensure_codex
             run_tests "$@"
             ;;
         *)
