@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Iterable
 from datetime import datetime
 from typing import Any
@@ -139,15 +137,15 @@ class Log:
         """The messages after `after_seq` in order, in lists of at most `max_batch`.
 
         A list holds whatever has arrived since the last one, so a consumer that keeps up gets small
-        lists with little delay and one that falls behind gets full ones. At most four lists' worth is
-        buffered: beyond that, delivery waits and the server's flow control holds back the rest.
+        lists with little delay and one that falls behind gets full ones. Messages are taken from the
+        subscription only as the caller asks for them: that is what paces JetStream's flow control
+        (a callback subscription would acknowledge flow control on arrival, and a slow reader would
+        overflow the client's buffer and silently lose messages).
         """
-        buffer = _Buffer(limit=4 * max_batch, stop_at_end=not follow)
         sub = await self._js.subscribe(
             _qualified(subject),
             stream=self._settings.stream,
             ordered_consumer=True,
-            cb=buffer.put,
             config=ConsumerConfig(
                 deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
                 opt_start_seq=after_seq + 1,
@@ -159,44 +157,27 @@ class Log:
         try:
             if not follow and await _empty(sub):
                 return
-            while chunk := await buffer.take(max_batch):
+            ended = False
+            while not ended:
+                chunk, ended = await _next_chunk(sub, max_batch, stop_at_end=not follow)
                 yield chunk
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
 
 
-class _Buffer:
-    """Between the subscription's callback and the reader: bounded, in order, knows the end."""
-
-    def __init__(self, *, limit: int, stop_at_end: bool) -> None:
-        self._records: deque[Record] = deque()
-        self._limit = limit
-        self._stop_at_end = stop_at_end
-        self._ended = False
-        self._arrived = asyncio.Event()
-        self._drained = asyncio.Event()
-
-    async def put(self, msg: Msg) -> None:
-        while len(self._records) >= self._limit:
-            self._drained.clear()
-            await self._drained.wait()
-        self._records.append(_record(msg))
-        if self._stop_at_end and msg.metadata.num_pending == 0:
-            self._ended = True
-        self._arrived.set()
-
-    async def take(self, most: int) -> list[Record]:
-        """The next records (at most `most`); `[]` once the end has been reached and read."""
-        while not self._records:
-            if self._ended:
-                return []
-            self._arrived.clear()
-            await self._arrived.wait()
-        count = min(most, len(self._records))
-        chunk = [self._records.popleft() for _ in range(count)]
-        self._drained.set()
-        return chunk
+async def _next_chunk(
+    sub: JetStreamContext.PushSubscription, most: int, *, stop_at_end: bool
+) -> tuple[list[Record], bool]:
+    """Wait for one message, then take those already buffered, up to `most`; and whether the end is read."""
+    chunk: list[Record] = []
+    while True:
+        msg = await sub.next_msg(timeout=None)
+        chunk.append(_record(msg))
+        if stop_at_end and msg.metadata.num_pending == 0:
+            return chunk, True
+        if len(chunk) >= most or sub.pending_msgs == 0:
+            return chunk, False
 
 
 async def _empty(sub: JetStreamContext.PushSubscription) -> bool:

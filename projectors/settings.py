@@ -10,4 +10,4 @@ from msgspec import Meta
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     database: str = ""  # empty: <data_dir>/projector/swarm.duckdb
-    max_batch: Annotated[int, Meta(ge=1, le=100_000)] = 2_000
+    max_batch: Annotated[int, Meta(ge=1, le=100_000)] = 10_000  # only catch-up fills a batch

@@ -184,3 +184,22 @@ async def test_a_slow_reader_of_a_long_log_still_gets_everything(conn: bus.Conne
                 await asyncio.sleep(0.2)  # a slow consumer: lets the server's deliveries pile up
 
     assert seqs == list(range(1, total + 1))
+
+
+async def test_a_slow_reader_of_more_than_the_client_buffer_loses_nothing(conn: bus.Connection) -> None:
+    """Reading more bytes than the client's pending-byte limit, slowly, still yields every message once.
+
+    Flow control must pace the server by what the reader has taken, not by what reached the socket;
+    otherwise the client's buffer overflows and drops messages that the ordered consumer never misses.
+    """
+    body = b"x" * 150_000
+    total = 1_000  # 150 MB: far over the 64 MiB the client buffers
+    await asyncio.gather(*(conn.js.publish(f"swarm.bulk.cmd.blob.b{i}.put", body) for i in range(total)))
+    seqs: list[int] = []
+
+    async with asyncio.timeout(120):
+        async for batch in conn.log.batches("bulk.>", follow=False, max_batch=50):
+            seqs.extend(record.seq for record in batch)
+            await asyncio.sleep(0.01)  # a slow consumer: the server gets far ahead unless paced
+
+    assert seqs == list(range(1, total + 1))
