@@ -22,22 +22,24 @@ async def run(settings: Settings, *, as_json: bool = False) -> int:
         async with bus.connect(bus_settings, name="swarm-up") as conn:
             await conn.provision()
             state = (await conn.js.stream_info(bus_settings.stream)).state
-            _announce(server, data_dir, bus_settings.stream, state.messages, state.last_seq, as_json)
+            _announce(server, settings, bus_settings.stream, state.messages, state.last_seq, as_json)
             await projector_role.run(conn, settings.projector, stop)
     print("codex-swarm stopped", flush=True)
     return 0
 
 
 def _announce(
-    server: bus.RunningServer, data_dir: Path, stream: str, messages: int, last_seq: int, as_json: bool
+    server: bus.RunningServer, settings: Settings, stream: str, messages: int, last_seq: int, as_json: bool
 ) -> None:
+    data_dir, database = settings.data_dir, settings.projector.database
     if as_json:
         print(
             json.dumps(
                 {
                     "event": "ready",
                     "nats_url": server.url,
-                    "data_dir": str(data_dir),
+                    "data_dir": data_dir,
+                    "projection": database,
                     "stream": stream,
                     "messages": messages,
                     "last_seq": last_seq,
@@ -51,6 +53,7 @@ def _announce(
         f"  NATS (JetStream)  {server.url}\n"
         f"  data directory    {data_dir}\n"
         f"  log               stream {stream}: {messages} messages, last sequence {last_seq}\n"
+        f"  read models       {database} (queries on swarmq.<tenant>.<query>)\n"
         "Press Ctrl-C to stop.",
         flush=True,
     )
