@@ -21,23 +21,30 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Callable
-from datetime import UTC, date, datetime
-from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Generic, TypeVar
 
 import duckdb
 import msgspec
-from msgspec import Meta
 
 from projectors.errors import SqlError, SqlTimeout
 from projectors.sql import run_sql
-from schemas.types import Count, PatternId, ProjectId, RunId, TaskType, UtcTime
+from schemas.queries import (
+    GetPattern,
+    GetProject,
+    GetRun,
+    ListPatterns,
+    ListProjects,
+    ListRuns,
+    Params,
+    RunPage,
+    Sql,
+    Stats,
+)
+from schemas.types import RunId, UtcTime
 
 Cursor = duckdb.DuckDBPyConnection
 Data = dict[str, Any]
-Limit = Annotated[int, Meta(ge=1, le=500)]
-PageToken = Annotated[str, Meta(min_length=1, max_length=200)]
-Status = Annotated[str, Meta(pattern="^[a-z_]{1,32}$")]
-RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled", "timed_out"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # sorts runs never queued (no start command seen) last
 _STATS_ROWS = 2_000
@@ -63,64 +70,6 @@ class NotFound(QueryError):
 
 class TooSlow(QueryError):
     type = "timeout"
-
-
-# Params
-
-
-class Params(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    pass
-
-
-class ListRuns(Params, frozen=True):
-    """Runs newest first; `queued_after` is inclusive, `queued_before` exclusive."""
-
-    project_id: ProjectId | None = None
-    status: RunStatus | None = None
-    task_type: TaskType | None = None
-    queued_after: UtcTime | None = None
-    queued_before: UtcTime | None = None
-    cursor: PageToken | None = None
-    limit: Limit = 50
-
-
-class GetRun(Params, frozen=True):
-    run_id: RunId
-
-
-class RunPage(Params, frozen=True):
-    """A run's steps, model calls or artifacts in log order, after `after_seq`."""
-
-    run_id: RunId
-    after_seq: Count = 0
-    limit: Limit = 100
-
-
-class ListProjects(Params, frozen=True):
-    status: Literal["active", "archived"] | None = None
-    after: ProjectId | None = None
-    limit: Limit = 100
-
-
-class GetProject(Params, frozen=True):
-    project_id: ProjectId
-
-
-class Stats(Params, frozen=True):
-    """Dashboard aggregates; `since` limits the per-day series, the others cover all time."""
-
-    since: date | None = None
-
-
-class ListPatterns(Params, frozen=True):
-    project_id: ProjectId | None = None
-    status: Status | None = None
-    after: PatternId | None = None
-    limit: Limit = 100
-
-
-class GetPattern(Params, frozen=True):
-    pattern_id: PatternId
 
 
 class _RunKey(msgspec.Struct, frozen=True, array_like=True):
@@ -248,15 +197,6 @@ class Query(Generic[P]):
         except msgspec.DecodeError as exc:
             raise BadRequest(f"params are not valid JSON: {exc}") from exc
         return self._run(cur, tenant, decoded)
-
-
-class Sql(Params, frozen=True):
-    """Read-only analyst SQL over the tenant's rows; the bounds are the caps a caller may ask for."""
-
-    sql: Annotated[str, Meta(min_length=1, max_length=100_000)]
-    format: Literal["json", "csv"] = "json"
-    max_rows: Annotated[int, Meta(ge=1, le=100_000)] = 10_000
-    timeout_s: Annotated[float, Meta(gt=0, le=60)] = 10.0
 
 
 def sql(cur: Cursor, tenant: str, p: Sql) -> Data:

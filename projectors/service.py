@@ -28,8 +28,9 @@ from msgspec import Meta
 import bus
 from projectors import admin
 from projectors.projector import Projector
-from projectors.queries import QUERIES, BadRequest, NotFound, Params, QueryError, TooSlow, answer
+from projectors.queries import QUERIES, BadRequest, NotFound, QueryError, TooSlow, answer
 from projectors.store import Store
+from schemas.queries import Params
 from schemas.types import TenantId
 
 log = structlog.get_logger(__name__)
