@@ -3,6 +3,7 @@
 ProjectorError
 ├── LogGap              records skip a sequence: applying them would lose a message (store.py)
 ├── NotComparable       two projections at different sequences cannot be compared (rebuild.py)
+├── QueryError          a query answered with a typed failure (queries.py: bad_request, not_found, ...)
 └── SqlError            analyst SQL did not produce a result
     ├── SqlRejected     the statement is not allowed (writes, files, settings, unknown tables, ...)
     ├── SqlTimeout      the query ran past its time limit and was interrupted

@@ -11,9 +11,9 @@ QueryError          type on the wire
 ├── BadRequest      bad_request    unknown query, params that do not decode, a foreign cursor
 ├── NotFound        not_found      no such run, project or pattern in this tenant
 ├── TooSlow         timeout        analyst SQL ran past its time limit and was stopped
-├── NotCaughtUp     not_caught_up  the replica did not reach `min_seq` within the wait   (service.py)
-├── Unavailable     unavailable    no replica answered in time (raised by the client)  (service.py)
-└── Internal        internal       the replica failed                                  (service.py)
+├── NotCaughtUp     not_caught_up  the replica did not reach `min_seq` within the wait
+├── Unavailable     unavailable    no replica answered in time (raised by the client)
+└── Internal        internal       the replica failed
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 import duckdb
 import msgspec
 
-from projectors.errors import SqlError, SqlTimeout
+from projectors.errors import ProjectorError, SqlError, SqlTimeout
 from projectors.sql import run_sql
 from schemas.queries import (
     GetPattern,
@@ -50,7 +50,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # sorts runs never queued (no start c
 _STATS_ROWS = 2_000
 
 
-class QueryError(Exception):
+class QueryError(ProjectorError):
     """Root of the errors a query answers with; `type` is its stable name on the wire."""
 
     type: ClassVar[str] = "internal"
@@ -70,6 +70,23 @@ class NotFound(QueryError):
 
 class TooSlow(QueryError):
     type = "timeout"
+
+
+class NotCaughtUp(QueryError):
+    type = "not_caught_up"
+
+
+class Unavailable(QueryError):
+    type = "unavailable"
+
+
+class Internal(QueryError):
+    type = "internal"
+
+
+ERRORS: dict[str, type[QueryError]] = {
+    cls.type: cls for cls in (BadRequest, NotFound, TooSlow, NotCaughtUp, Unavailable, Internal)
+}
 
 
 class _RunKey(msgspec.Struct, frozen=True, array_like=True):

@@ -28,7 +28,16 @@ from msgspec import Meta
 import bus
 from projectors import admin
 from projectors.projector import Projector
-from projectors.queries import QUERIES, BadRequest, NotFound, QueryError, TooSlow, answer
+from projectors.queries import (
+    ERRORS,
+    QUERIES,
+    BadRequest,
+    Internal,
+    NotCaughtUp,
+    QueryError,
+    Unavailable,
+    answer,
+)
 from projectors.store import Store
 from schemas.queries import Params
 from schemas.types import TenantId
@@ -41,23 +50,6 @@ VERSION = "1.0.0"
 DEFAULT_WAIT_MS = 5_000
 MAX_WAIT_MS = 30_000
 _REPLY_MARGIN = 5.0  # seconds a client allows beyond the wait, for the query itself
-
-
-class NotCaughtUp(QueryError):
-    type = "not_caught_up"
-
-
-class Unavailable(QueryError):
-    type = "unavailable"
-
-
-class Internal(QueryError):
-    type = "internal"
-
-
-ERRORS: dict[str, type[QueryError]] = {
-    cls.type: cls for cls in (BadRequest, NotFound, TooSlow, NotCaughtUp, Unavailable, Internal)
-}
 
 
 class Request(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

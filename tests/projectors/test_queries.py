@@ -14,8 +14,8 @@ import pytest
 
 import bus
 from projectors.projector import Projector
-from projectors.queries import BadRequest, NotFound
-from projectors.service import NotCaughtUp, query, serve, subject
+from projectors.queries import BadRequest, NotCaughtUp, NotFound
+from projectors.service import query, serve, subject
 from projectors.store import open_store
 from tests.bus._waits import eventually
 from tests.projectors._qdata import ACME, GLOBEX, Seeded, Writer, newest_first, outcome, seed
