@@ -101,11 +101,24 @@ class Log:
 
     async def position(self, subject: str) -> Position:
         """The last event of one subject (an aggregate), or `START` when it has none."""
+        last = await self.last(subject)
+        return START if last is None else Position(seq=last.seq, digest=digest(last.data))
+
+    async def end(self) -> int:
+        """The stream's last sequence: `follow(after_seq=end())` sees only what comes after now."""
+        info = await self._js.stream_info(self._settings.stream)
+        return info.state.last_seq
+
+    async def last(self, subject: str) -> Record | None:
+        """The last message on one subject (no wildcards), or `None` when there is none."""
         try:
             raw = await self._js.get_last_msg(self._settings.stream, subject, direct=True)
         except NotFoundError:
-            return START
-        return Position(seq=raw.seq or 0, digest=digest(raw.data or b""))
+            return None
+        headers = raw.headers or {}
+        return Record(
+            seq=raw.seq or 0, subject=raw.subject or subject, data=raw.data or b"", digest=headers.get(DIGEST)
+        )
 
     async def read(
         self, subject: str = ">", *, after_seq: int = 0, limit: int | None = None

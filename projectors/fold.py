@@ -23,6 +23,7 @@ from schemas import (
     ArchiveProject,
     ArtifactStored,
     CancelRun,
+    CodexNotice,
     CommandExecuted,
     CommandStarted,
     CreateProject,
@@ -217,7 +218,7 @@ class Changes:
                 )  # fmt: skip
             case LineQuarantined():
                 run.quarantined += 1
-            case LimitWarning():
+            case LimitWarning() | CodexNotice():
                 run.warnings += 1
             case RunSucceeded() | RunFailed() | RunCancelled() | RunTimedOut():
                 _finish(run, event)

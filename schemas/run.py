@@ -168,6 +168,13 @@ class LineQuarantined(RunEvent, frozen=True, kw_only=True, tag="run.line_quarant
     problem: ShortText
 
 
+class CodexNotice(RunEvent, frozen=True, kw_only=True, tag="run.codex_notice"):
+    """A warning or error Codex printed outside any step (a retried connection, unknown model metadata)."""
+
+    level: Literal["warning", "error"]
+    message: Body
+
+
 class LimitWarning(RunEvent, frozen=True, kw_only=True, tag="run.limit_warning"):
     limit: Literal["events", "bytes", "tokens", "cost", "deadline"]
     used: Annotated[float, Meta(ge=0)]
@@ -244,6 +251,7 @@ RunEvents = (
     | ModelCallRecorded
     | ArtifactStored
     | LineQuarantined
+    | CodexNotice
     | LimitWarning
     | TerminalEvents
 )

@@ -24,6 +24,7 @@ from schemas.run import (
     AgentMessage,
     ArtifactStored,
     CancelRun,
+    CodexNotice,
     CommandExecuted,
     CommandStarted,
     FailureReason,
@@ -131,7 +132,12 @@ def evolve(state: RunState, event: RunEvents) -> RunState:
             _require_running(state, event)
             return msgspec.structs.replace(counted, usage=state.usage + event.usage)
         case (
-            WorkspacePrepared() | ModelCallRecorded() | ArtifactStored() | LineQuarantined() | LimitWarning()
+            WorkspacePrepared()
+            | ModelCallRecorded()
+            | ArtifactStored()
+            | LineQuarantined()
+            | CodexNotice()
+            | LimitWarning()
         ):
             _require_running(state, event)
             return counted

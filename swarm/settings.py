@@ -15,6 +15,7 @@ import msgspec
 
 from bus import ServerSettings
 from bus import Settings as BusSettings
+from executors.settings import Settings as ExecutorSettings
 from projectors.settings import Settings as ProjectorSettings
 
 ENV_PREFIX = "SWARM_"
@@ -35,6 +36,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     bus: BusSettings = BusSettings()
     server: ServerSettings = ServerSettings(port=4222)
     projector: ProjectorSettings = ProjectorSettings()
+    executor: ExecutorSettings = ExecutorSettings()
     log: LogSettings = LogSettings()
 
 
@@ -84,11 +86,18 @@ def _with_data_dir(settings: Settings, env: Mapping[str, str]) -> Settings:
 
 def with_data_dir(settings: Settings, data_dir: str) -> Settings:
     """The settings moved to another data directory (paths derived from it follow unless set)."""
-    projector = settings.projector
-    if not projector.database or projector.database.startswith(settings.data_dir):
+    projector, executor = settings.projector, settings.executor
+    if _derived(projector.database, settings.data_dir):
         database = str(Path(data_dir) / "projector" / "swarm.duckdb")
         projector = msgspec.structs.replace(projector, database=database)
-    return msgspec.structs.replace(settings, data_dir=data_dir, projector=projector)
+    if _derived(executor.work_dir, settings.data_dir):
+        executor = msgspec.structs.replace(executor, work_dir=str(Path(data_dir) / "executor"))
+    return msgspec.structs.replace(settings, data_dir=data_dir, projector=projector, executor=executor)
+
+
+def _derived(path: str, data_dir: str) -> bool:
+    """Whether a path is unset or lies in the data directory (so it moves with it)."""
+    return not path or path.startswith(data_dir)
 
 
 def redacted(settings: Settings) -> dict[str, Any]:
@@ -97,4 +106,6 @@ def redacted(settings: Settings) -> dict[str, Any]:
     for key in ("password", "token"):
         if data["bus"].get(key):
             data["bus"][key] = "***"
+    if data["executor"]["upstream"].get("api_key"):
+        data["executor"]["upstream"]["api_key"] = "***"
     return data

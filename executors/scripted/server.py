@@ -2,7 +2,8 @@
 
 `POST /v1/responses` answers the next turn of the selected script, as Server-Sent Events when the body
 asks for `stream: true` and as one response object otherwise. The header `x-swarm-script` picks the
-script (else the server default). Turns are counted per conversation, keyed by `x-swarm-run`, else the
+script, else a `[script:NAME]` marker in a user message, else the server default. Turns are
+counted per conversation, keyed by `x-swarm-run`, else the
 `session-id` / `thread-id` Codex sends, else one global conversation. A conversation whose script is
 used up gets a final "script finished" message. Every request is recorded (`requests`,
 `requests_for()`, `GET /v1/_scripted/requests`). `GET /v1/models` lists the served model.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -30,6 +32,7 @@ log = structlog.get_logger(__name__)
 SCRIPT_HEADER = "x-swarm-script"
 RUN_HEADER = "x-swarm-run"
 _CONVERSATION_HEADERS = (RUN_HEADER, "session-id", "thread-id")
+_SCRIPT_MARKER = re.compile(r"\[script:([A-Za-z0-9_.-]+)\]")
 
 
 class RecordedRequest(msgspec.Struct, frozen=True):
@@ -113,7 +116,7 @@ class ScriptedModel:
         headers = {name.lower(): value for name, value in request.headers.items()}
         try:
             body = await _json_body(request)
-            name = self._script_name(headers)
+            name = self._script_name(headers, body)
         except _BadRequest as bad:
             self._record(request, headers, None)
             return _error_response(bad.status, bad.message, "invalid_request_error", bad.code)
@@ -143,8 +146,8 @@ class ScriptedModel:
         found = self.requests if wanted is None else self.requests_for(wanted)
         return web.Response(body=msgspec.json.encode(found), content_type="application/json")
 
-    def _script_name(self, headers: Mapping[str, str]) -> str:
-        name = headers.get(SCRIPT_HEADER) or self.default_script
+    def _script_name(self, headers: Mapping[str, str], body: dict[str, Any]) -> str:
+        name = headers.get(SCRIPT_HEADER) or script_in_prompt(body) or self.default_script
         if name not in self.scripts:
             known = ", ".join(sorted(self.scripts))
             raise _BadRequest(400, f"unknown script {name!r} (known: {known})", "unknown_script")
@@ -170,6 +173,19 @@ class ScriptedModel:
 
     def _record(self, request: web.Request, headers: dict[str, str], body: Any, **where: Any) -> None:
         self.requests.append(RecordedRequest(request.method, request.path, headers, body, **where))
+
+
+def script_in_prompt(body: dict[str, Any]) -> str | None:
+    """The script a user message names with a `[script:NAME]` marker (the header takes precedence)."""
+    for item in body.get("input") or []:
+        if not isinstance(item, dict) or item.get("role") != "user":
+            continue
+        for part in item.get("content") or []:
+            text = part.get("text") if isinstance(part, dict) else None
+            found = _SCRIPT_MARKER.search(text) if isinstance(text, str) else None
+            if found:
+                return found.group(1)
+    return None
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:

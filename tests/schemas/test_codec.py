@@ -20,6 +20,7 @@ from schemas import (
     BlobRef,
     Body,
     CancelRun,
+    CodexNotice,
     CommandExecuted,
     CommandRun,
     CommandStarted,
@@ -184,6 +185,7 @@ def _other_run_events() -> list[Message]:
         run_event(ModelCallRecorded, model="gpt-5", status=200, latency_ms=840, request=BLOB, response=BLOB),
         run_event(ArtifactStored, name="final.diff", kind="diff", blob=BLOB),
         run_event(LineQuarantined, raw=Body(text='{"type":"mystery"}'), problem="unknown item type"),
+        run_event(CodexNotice, level="error", message=Body(text="Reconnecting... 1/5")),
         run_event(LimitWarning, limit="tokens", used=8_000.0, soft_limit=8_000.0, hard_limit=10_000.0),
     ]
 

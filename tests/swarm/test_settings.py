@@ -60,8 +60,10 @@ def test_missing_file_is_an_error(tmp_path: Path) -> None:
 
 
 def test_redacted_hides_secrets() -> None:
-    """Displayed settings never show a password or token."""
-    shown = redacted(load({"SWARM_BUS__PASSWORD": "hunter2", "SWARM_BUS__TOKEN": "t0k", "HOME": "/root"}))
+    """Displayed settings never show a password, token or the model API key."""
+    env = {"SWARM_BUS__PASSWORD": "hunter2", "SWARM_BUS__TOKEN": "t0k", "HOME": "/root"}
+    shown = redacted(load({**env, "SWARM_EXECUTOR__UPSTREAM__API_KEY": "sk-live-123"}))
     assert shown["bus"]["password"] == "***"
     assert shown["bus"]["token"] == "***"
-    assert "hunter2" not in str(shown)
+    assert shown["executor"]["upstream"]["api_key"] == "***"
+    assert "hunter2" not in str(shown) and "sk-live-123" not in str(shown)
