@@ -58,6 +58,19 @@ ensure_codex() {
     npm install --no-save --no-audit --no-fund --loglevel=error --prefix "$CODEX_DIR" "@openai/codex@$CODEX_VERSION"
 }
 
+ensure_engine() {
+    # The sandbox tests need Podman (with runc), bubblewrap and socat, and the runner image.
+    local tool
+    for tool in podman runc bwrap socat; do
+        if ! command -v "$tool" >/dev/null; then
+            apt_install podman runc bubblewrap socat
+            break
+        fi
+    done
+    say "ensuring the runner image (deploy/runner/build-local.sh)"
+    deploy/runner/build-local.sh "$CODEX_DIR"
+}
+
 run_tests() {
     say "ruff"
     "$VENV/bin/ruff" check .
@@ -81,6 +94,7 @@ main() {
             ensure_python
             ensure_project
             ensure_codex
+            ensure_engine
             run_tests "$@"
             ;;
         *)

@@ -14,6 +14,7 @@ import msgspec
 
 import bus
 import schemas
+from executors.role import ConfigurationError
 from projectors.admin import AdminError
 from projectors.errors import ProjectorError
 from swarm import audit, roles, up
@@ -36,6 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     projection = commands.add_parser("projector", help="run a projector replica, or rebuild / check its file")
     projection.add_argument("action", nargs="?", choices=("run", "rebuild", "check"), default="run")
     projection.add_argument("--json", action="store_true", help="check: print the drift report as JSON")
+
+    commands.add_parser("executor", help="run an executor replica: Codex runs in sandboxes, project commands")
 
     export = commands.add_parser("export", help="every read-model table as Parquet, with a manifest")
     export.add_argument("--parquet", type=Path, required=True, metavar="DIR", help="directory to write")
@@ -69,6 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(
             str(exc), "see `swarm projector --help`; the projection file is settings.projector.database"
         )
+    except ConfigurationError as exc:
+        return _fail(str(exc), "`swarm config` shows the executor's settings")
     except bus.BusError as exc:
         return _fail(str(exc), "is NATS running? `swarm up` starts one; the URL is bus.url")
     except KeyboardInterrupt:
@@ -81,6 +86,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             return asyncio.run(up.run(_for_up(settings, args), as_json=args.json))
         case "projector":
             return asyncio.run(_projector(settings, args.action, args.json))
+        case "executor":
+            return asyncio.run(roles.executor(settings))
         case "export":
             return asyncio.run(roles.export(settings, "export", args.parquet))
         case "snapshot":

@@ -10,6 +10,7 @@ from pathlib import Path
 import msgspec
 
 import bus
+from executors import role as executor_role
 from projectors import admin
 from projectors import role as projector_role
 from swarm.settings import Settings
@@ -30,6 +31,15 @@ async def projector(settings: Settings) -> int:
     async with bus.connect(settings.bus, name="swarm-projector") as conn:
         await conn.provision()
         await projector_role.run(conn, settings.projector, stop)
+    return 0
+
+
+async def executor(settings: Settings) -> int:
+    """Run an executor replica (runs and project commands) against `bus.url` until Ctrl-C or SIGTERM."""
+    stop = stop_on_signals()
+    async with bus.connect(settings.bus, name="swarm-executor") as conn:
+        await conn.provision()
+        await executor_role.run(conn, settings.executor, stop)
     return 0
 
 
