@@ -88,7 +88,9 @@ main() {
         up)
             ensure_python
             ensure_project
-            exec "$VENV/bin/swarm" up "$@"
+            ensure_codex
+            ensure_engine || say "no container engine: runs will use a local sandbox"
+            exec "$VENV/bin/swarm" up --demo "$@"
             ;;
         test)
             ensure_python

@@ -96,12 +96,14 @@ async def executor(conn: bus.Connection, settings: Settings, backend: Backend) -
             yield Executor(Services(conn=conn, settings=settings, backend=backend, proxy=proxy))
 
 
-async def run(conn: bus.Connection, settings: Settings, stop: asyncio.Event) -> None:
+async def run(
+    conn: bus.Connection, settings: Settings, stop: asyncio.Event, *, backend: Backend | None = None
+) -> None:
     """Execute runs and project commands until `stop` is set; then stop taking work and give the runs
     in flight `shutdown_grace` seconds before handing them back for redelivery."""
     if not settings.upstream.base_url:
         raise ConfigurationError("no model configured: set executor.upstream.base_url (and api_key)")
-    backend = await choose_backend(settings)
+    backend = backend or await choose_backend(settings)
     registry = Registry(conn)
     async with executor(conn, settings, backend) as replica, asyncio.TaskGroup() as tasks:
         tasks.create_task(replica.run())

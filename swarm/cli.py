@@ -15,6 +15,7 @@ import msgspec
 import bus
 import schemas
 from executors.role import ConfigurationError
+from executors.sandbox import SandboxError
 from projectors.admin import AdminError
 from projectors.errors import ProjectorError
 from swarm import audit, roles, up
@@ -30,7 +31,11 @@ def _parser() -> argparse.ArgumentParser:
     start = commands.add_parser("up", help="start the embedded system on this machine")
     start.add_argument("--data-dir", help="where everything is kept (default: the settings' data_dir)")
     start.add_argument("--port", type=int, help="NATS port (0 picks a free one)")
-    start.add_argument("--json", action="store_true", help="print the ready line as JSON")
+    start.add_argument("--json", action="store_true", help="print the ready line (and demo outcome) as JSON")
+    start.add_argument("--demo", action="store_true", help="create the sample project and show a run live")
+    start.add_argument(
+        "--verbose", action="store_true", help="logs on standard error instead of the log file"
+    )
 
     commands.add_parser("config", help="print the effective settings (secrets hidden)")
 
@@ -72,6 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(
             str(exc), "see `swarm projector --help`; the projection file is settings.projector.database"
         )
+    except SandboxError as exc:
+        return _fail(str(exc), "start a container engine, or set executor.sandbox.backend to bubblewrap")
     except ConfigurationError as exc:
         return _fail(str(exc), "`swarm config` shows the executor's settings")
     except bus.BusError as exc:
@@ -83,7 +90,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     match args.command:
         case "up":
-            return asyncio.run(up.run(_for_up(settings, args), as_json=args.json))
+            settings = _for_up(settings, args)
+            with up.log_file(settings, verbose=args.verbose):
+                return asyncio.run(up.run(settings, as_json=args.json, with_demo=args.demo))
         case "projector":
             return asyncio.run(_projector(settings, args.action, args.json))
         case "executor":

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import TextIO
 
 import structlog
 
 from swarm.settings import LogSettings
 
 
-def configure(settings: LogSettings) -> None:
+def configure(settings: LogSettings, file: TextIO | None = None) -> None:
+    """Log to `file` (default standard error); JSON unless it is a terminal or the settings say otherwise."""
+    output = file or sys.stderr
     level = logging.getLevelNamesMapping()[settings.level.upper()]
-    json = settings.format == "json" or (settings.format == "auto" and not sys.stderr.isatty())
+    json = settings.format == "json" or (settings.format == "auto" and not output.isatty())
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
     )
@@ -25,6 +28,6 @@ def configure(settings: LogSettings) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=output),
         cache_logger_on_first_use=True,
     )

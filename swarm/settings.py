@@ -20,6 +20,7 @@ from projectors.settings import Settings as ProjectorSettings
 
 ENV_PREFIX = "SWARM_"
 CONFIG_VARIABLE = "SWARM_CONFIG"
+OPENAI_URL = "https://api.openai.com/v1"
 
 
 class SettingsError(Exception):
@@ -47,12 +48,26 @@ def load(env: Mapping[str, str], file: Path | None = None) -> Settings:
     for name, value in env.items():
         if name.startswith(ENV_PREFIX) and name != CONFIG_VARIABLE:
             _place(raw, name, value)
+    _model_from_openai_variables(raw, env)
     try:
         settings = msgspec.convert(raw, Settings, strict=False)
     except msgspec.ValidationError as exc:
         origin = f"{path} and SWARM_* variables" if path else "SWARM_* variables"
         raise SettingsError(f"invalid setting ({origin}): {exc}") from None
     return _with_data_dir(settings, env)
+
+
+def _model_from_openai_variables(raw: dict[str, Any], env: Mapping[str, str]) -> None:
+    """`OPENAI_API_KEY` and `OPENAI_BASE_URL`, as the OpenAI tools read them, name the executor's model
+    unless the settings name one."""
+    upstream = raw.setdefault("executor", {}).setdefault("upstream", {})
+    if not isinstance(upstream, dict) or upstream.get("base_url"):
+        return
+    if env.get("OPENAI_BASE_URL"):
+        upstream["base_url"] = env["OPENAI_BASE_URL"]
+    if env.get("OPENAI_API_KEY") and not upstream.get("api_key"):
+        upstream["api_key"] = env["OPENAI_API_KEY"]
+        upstream.setdefault("base_url", OPENAI_URL)
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

@@ -1,59 +1,154 @@
-"""`swarm up`: the embedded system on one machine, supervised by one task group, stopped by a signal."""
+"""`swarm up`: the embedded system on one machine, supervised by one task group, stopped by a signal.
+
+nats-server (JetStream) ─┬─ projector (DuckDB read models, queries)
+                         ├─ executor (Codex runs in sandboxes) + registry (projects)
+                         └─ [--demo] a demo project and run, shown live
+model: the configured upstream, else the scripted model (offline demo mode)
+sandbox: the configured engine, else a Podman API service started here, else bubblewrap
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import shutil
+import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import msgspec
+import structlog
 
 import bus
+from executors import role as executor_role
+from executors.sandbox import Backend, SandboxError, ensure_image, podman_service
+from executors.scripted import ScriptedModel
+from executors.settings import Settings as ExecutorSettings
 from projectors import role as projector_role
+from swarm import demo
+from swarm.logs import configure
 from swarm.roles import stop_on_signals
 from swarm.settings import Settings
 
+log = structlog.get_logger(__name__)
 
-async def run(settings: Settings, *, as_json: bool = False) -> int:
-    """Start NATS with JetStream under `data_dir`, provision the log, and wait for Ctrl-C or SIGTERM."""
+
+async def run(settings: Settings, *, as_json: bool = False, with_demo: bool = False) -> int:
+    """Start everything under `data_dir`, optionally run the demo, and serve until Ctrl-C or SIGTERM."""
     stop = stop_on_signals()
     data_dir = Path(settings.data_dir)
-    async with bus.embedded(settings.server, data_dir / "nats") as server:
+    async with contextlib.AsyncExitStack() as stack:
+        server = await stack.enter_async_context(bus.embedded(settings.server, data_dir / "nats"))
         bus_settings = msgspec.structs.replace(settings.bus, url=server.url)
-        async with bus.connect(bus_settings, name="swarm-up") as conn:
-            await conn.provision()
-            state = (await conn.js.stream_info(bus_settings.stream)).state
-            _announce(server, settings, bus_settings.stream, state.messages, state.last_seq, as_json)
-            await projector_role.run(conn, settings.projector, stop)
+        conn = await stack.enter_async_context(bus.connect(bus_settings, name="swarm-up"))
+        await conn.provision()
+        executor, offline = await _model(stack, settings.executor)
+        executor, backend = await _sandbox(stack, executor, data_dir)
+        state = (await conn.js.stream_info(bus_settings.stream)).state
+        facts = {
+            "nats_url": server.url,
+            "data_dir": settings.data_dir,
+            "projection": settings.projector.database,
+            "stream": bus_settings.stream,
+            "messages": state.messages,
+            "last_seq": state.last_seq,
+            "sandbox": f"{backend.name} {backend.version}".strip(),
+            "model": "scripted (offline demo mode)" if offline else executor.upstream.base_url,
+            "logs": str(data_dir / "logs" / "swarm.log"),
+        }
+        _announce(facts, as_json)
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(projector_role.run(conn, settings.projector, stop))
+            tasks.create_task(executor_role.run(conn, executor, stop, backend=backend))
+            if with_demo:
+                tasks.create_task(_until_stopped(demo.show(conn, offline=offline, as_json=as_json), stop))
     print("codex-swarm stopped", flush=True)
     return 0
 
 
-def _announce(
-    server: bus.RunningServer, settings: Settings, stream: str, messages: int, last_seq: int, as_json: bool
-) -> None:
-    data_dir, database = settings.data_dir, settings.projector.database
+async def _model(
+    stack: contextlib.AsyncExitStack, settings: ExecutorSettings
+) -> tuple[ExecutorSettings, bool]:
+    """The configured model, else the scripted model server on a free port."""
+    if settings.upstream.base_url:
+        return settings, False
+    model = await stack.enter_async_context(ScriptedModel(default_script="demo"))
+    upstream = msgspec.structs.replace(settings.upstream, base_url=model.base_url)
+    return msgspec.structs.replace(settings, upstream=upstream), True
+
+
+async def _sandbox(
+    stack: contextlib.AsyncExitStack, settings: ExecutorSettings, data_dir: Path
+) -> tuple[ExecutorSettings, Backend]:
+    """The sandbox backend; with no container engine but Podman installed, a Podman service of our own."""
+    sandbox = settings.sandbox
+    wants_engine = sandbox.backend in ("auto", "container")
+    if wants_engine and not _engine_present(sandbox.engine_url) and shutil.which("podman"):
+        try:
+            url = await stack.enter_async_context(podman_service(data_dir / "podman" / "api.sock"))
+            _say("checking the runner image (the first start builds it, about a minute)")
+            await ensure_image(url, sandbox.image, executor_role.ROOT / ".codex-cli")
+        except SandboxError as exc:
+            if sandbox.backend == "container":
+                raise
+            _say(f"warning: no container engine ({exc.detail}); falling back to a local sandbox")
+        else:
+            sandbox = msgspec.structs.replace(sandbox, engine_url=url)
+            settings = msgspec.structs.replace(settings, sandbox=sandbox)
+    backend = await executor_role.choose_backend(settings)
+    if not backend.safe:
+        _say("WARNING: runs execute as plain processes on this machine, with no isolation")
+    return settings, backend
+
+
+@contextlib.contextmanager
+def log_file(settings: Settings, *, verbose: bool) -> Iterator[None]:
+    """Unless `verbose`, the logs go to `<data_dir>/logs/swarm.log`, so the terminal shows the system."""
+    if verbose:
+        yield
+        return
+    path = Path(settings.data_dir) / "logs" / "swarm.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as file:
+        configure(settings.log, file)
+        yield
+
+
+def _engine_present(url: str) -> bool:
+    return not url.startswith("unix://") or Path(url.removeprefix("unix://")).exists()
+
+
+async def _until_stopped(work: Any, stop: asyncio.Event) -> None:
+    """Run `work` unless the system is stopped first (then it is cancelled)."""
+    task = asyncio.ensure_future(work)
+    stopped = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    for pending in (task, stopped):
+        pending.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def _announce(facts: dict[str, Any], as_json: bool) -> None:
     if as_json:
-        print(
-            json.dumps(
-                {
-                    "event": "ready",
-                    "nats_url": server.url,
-                    "data_dir": data_dir,
-                    "projection": database,
-                    "stream": stream,
-                    "messages": messages,
-                    "last_seq": last_seq,
-                }
-            ),
-            flush=True,
-        )
+        print(json.dumps({"event": "ready", **facts}), flush=True)
         return
     print(
         "codex-swarm is up\n"
-        f"  NATS (JetStream)  {server.url}\n"
-        f"  data directory    {data_dir}\n"
-        f"  log               stream {stream}: {messages} messages, last sequence {last_seq}\n"
-        f"  read models       {database} (queries on swarmq.<tenant>.<query>)\n"
+        f"  NATS (JetStream)  {facts['nats_url']}\n"
+        f"  data directory    {facts['data_dir']}\n"
+        f"  log               stream {facts['stream']}: {facts['messages']} messages, "
+        f"last sequence {facts['last_seq']}\n"
+        f"  read models       {facts['projection']} (queries on swarmq.<tenant>.<query>)\n"
+        f"  sandbox           {facts['sandbox']}\n"
+        f"  model             {facts['model']}\n"
+        f"  logs              {facts['logs']}\n"
         "Press Ctrl-C to stop.",
         flush=True,
     )
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)

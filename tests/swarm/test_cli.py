@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import os
+import signal
+import sys
 from pathlib import Path
 
 import bus
@@ -28,14 +31,25 @@ def _start_command(tenant: str = "acme") -> schemas.StartRun:
     )
 
 
+async def _first_event(conn: bus.Connection, subject: str) -> schemas.AnyEvent:
+    async with asyncio.timeout(30):
+        async for record in conn.log.follow(subject):
+            return schemas.decode_event(record.data)
+    raise AssertionError("no event")
+
+
 async def test_up_serves_stops_cleanly_and_resumes(up: Up, tmp_path: Path) -> None:
-    """`swarm up` provisions the log, Ctrl-C leaves no process behind, and a restart keeps all history."""
+    """`swarm up` provisions the log, runs the executor, stops without leftovers, and resumes with history."""
     data_dir = tmp_path / "data"
     async with bus.connect(bus.Settings(url=up.url)) as conn:
         info = await conn.js.stream_info("SWARM")
         assert info.config.deny_delete
         assert info.config.deny_purge
-        ack = await conn.log.send(_start_command())
+        command = _start_command()
+        ack = await conn.log.send(command)
+        ended = await _first_event(conn, schemas.subjects.events("acme", "run", command.run_id))
+    assert isinstance(ended, schemas.RunFailed)  # the executor `up` runs: no such project
+    assert ended.reason is schemas.FailureReason.INVALID_REQUEST
     assert server_pids(data_dir)
 
     assert await interrupt(up) == 0
@@ -43,8 +57,8 @@ async def test_up_serves_stops_cleanly_and_resumes(up: Up, tmp_path: Path) -> No
 
     again = await start_up(data_dir)
     try:
-        assert again.ready["messages"] == 1
-        assert again.ready["last_seq"] == ack.seq
+        assert again.ready["messages"] == 2
+        assert again.ready["last_seq"] == ack.seq + 1
     finally:
         assert await interrupt(again) == 0
 
@@ -58,12 +72,12 @@ async def test_audit_verify_reports_ok_then_the_first_break(up: Up) -> None:
         schemas.run_state.RunState(run_id=command.run_id), command, ctx, executor
     )
     async with bus.connect(bus.Settings(url=up.url)) as conn:
-        await conn.log.send(command)
+        # Events only: a start command would be taken by the executor `swarm up` runs.
         position = await conn.log.append_all(started, bus.START)
         env = {"SWARM_BUS__URL": up.url}
         good = await asyncio.to_thread(swarm, "audit", "verify", "--tenant", "acme", env=env)
         assert good.returncode == 0, good.stderr
-        assert "OK, 2 messages" in good.stdout
+        assert "OK, 1 messages" in good.stdout
 
         forged = schemas.RunCancelled(
             id=schemas.IdSource().new(Kind.EVENT),
@@ -108,3 +122,35 @@ def test_errors_are_one_clear_line_without_a_traceback() -> None:
     assert unreachable.returncode == 2
     assert "hint:" in unreachable.stderr
     assert "Traceback" not in unreachable.stderr
+
+
+async def test_up_demo_runs_the_sample_project_to_success(tmp_path: Path) -> None:
+    """`swarm up --demo` with no model configured runs the sample project offline to a succeeded run."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "swarm.cli", "up", "--data-dir", str(tmp_path / "data"), "--port", "0",
+        "--json", "--demo",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+        env={key: value for key, value in os.environ.items() if not key.startswith("OPENAI_")},
+    )  # fmt: skip
+    assert process.stdout is not None
+    lines: list[dict[str, object]] = []
+    try:
+        async with asyncio.timeout(90):
+            while not lines or lines[-1]["event"] != "demo":
+                lines.append(json.loads(await process.stdout.readline()))
+    finally:
+        process.send_signal(signal.SIGINT)
+        async with asyncio.timeout(30):
+            await process.wait()
+    assert lines[0]["model"] == "scripted (offline demo mode)"
+    steps = [line["type"] for line in lines if line["event"] == "step"]
+    assert steps[0] == "run.started"
+    assert "run.files_changed" in steps
+    assert "run.command_executed" in steps
+    demo = lines[-1]
+    assert demo["type"] == "run.succeeded"
+    summary = demo["summary"]
+    assert isinstance(summary, dict)
+    assert summary["files_changed"] == ["greet.sh", "test.sh"]
+    assert process.returncode == 0

@@ -68,3 +68,15 @@ def test_redacted_hides_secrets() -> None:
     assert shown["executor"]["upstream"]["api_key"] == "***"
     assert "hunter2" not in str(shown)
     assert "sk-live-123" not in str(shown)
+
+
+def test_openai_variables_name_the_model_unless_settings_do() -> None:
+    """`OPENAI_API_KEY`/`OPENAI_BASE_URL` configure the model; explicit settings win over them."""
+    plain = load({"HOME": "/root", "OPENAI_API_KEY": "sk-1"}).executor.upstream
+    assert (plain.base_url, plain.api_key) == ("https://api.openai.com/v1", "sk-1")
+    local = load({"HOME": "/root", "OPENAI_BASE_URL": "http://127.0.0.1:9/v1"}).executor.upstream
+    assert (local.base_url, local.api_key) == ("http://127.0.0.1:9/v1", "")
+    env = {"HOME": "/root", "OPENAI_API_KEY": "sk-1", "SWARM_EXECUTOR__UPSTREAM__BASE_URL": "http://m/v1"}
+    explicit = load(env).executor.upstream
+    assert (explicit.base_url, explicit.api_key) == ("http://m/v1", "")
+    assert load({"HOME": "/root"}).executor.upstream.base_url == ""
