@@ -186,6 +186,21 @@ async def test_deadline_times_the_run_out(
     assert await containers_of(container_backend, command.run_id) == []
 
 
+async def test_silence_times_the_run_out(
+    conn: bus.Connection, container_backend: Backend, model: ScriptedModel, tmp_path: Path
+) -> None:
+    """Codex printing nothing for longer than the idle limit ends the run as timed out (idle)."""
+    project_id = await create_project(conn, sample_project(tmp_path / "project"))
+    async with running(conn, settings_for(tmp_path, model.base_url), container_backend):
+        command = await start_run(conn, project_id, "[script:slow] silent", RunLimits(idle_seconds=2))
+        arrived = await follow_run(conn, command.run_id, Arrived())
+    terminal = arrived.terminal
+    assert isinstance(terminal, RunTimedOut)
+    assert (terminal.limit, terminal.seconds) == ("idle", 2)
+    assert arrived.of(CommandStarted)
+    assert await containers_of(container_backend, command.run_id) == []
+
+
 async def test_budget_exceeded_stops_the_run(
     conn: bus.Connection, container_backend: Backend, model: ScriptedModel, tmp_path: Path
 ) -> None:
