@@ -60,6 +60,15 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--run", help="only this run's events (needs --tenant)")
     verify.add_argument("--after-seq", type=int, default=0, help="start after this stream sequence")
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
+    replay = auditing.add_parser("replay", help="print a run, a tenant or a sequence range of the log")
+    replay.add_argument("--tenant", help="only this tenant's messages")
+    replay.add_argument("--run", help="only this run's events (needs --tenant)")
+    replay.add_argument("--after-seq", type=int, default=0, help="start after this stream sequence")
+    replay.add_argument("--until-seq", type=int, help="stop after this stream sequence")
+    replay.add_argument("--json", action="store_true", help="one JSON object per message")
+    replay.add_argument(
+        "--pace", type=float, metavar="FACTOR", help="wait as the messages did (2 = twice as fast)"
+    )
     return parser
 
 
@@ -114,6 +123,11 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         case "audit":
             if args.run and not args.tenant:
                 return _fail("--run needs --tenant", "pass the run's tenant with --tenant")
+            if args.audit == "replay":
+                seqs = (args.after_seq, args.until_seq)
+                return asyncio.run(
+                    audit.replay(settings.bus, args.tenant, args.run, seqs, as_json=args.json, pace=args.pace)
+                )
             return asyncio.run(audit.verify(settings.bus, args.tenant, args.run, args.after_seq, args.json))
         case other:
             return _fail(f"unknown command {other!r}", "see `swarm --help`")

@@ -154,3 +154,31 @@ async def test_up_demo_runs_the_sample_project_to_success(tmp_path: Path) -> Non
     assert isinstance(summary, dict)
     assert summary["files_changed"] == ["greet.sh", "test.sh"]
     assert process.returncode == 0
+
+
+async def test_audit_replay_prints_a_run_in_order(conn: bus.Connection, bus_settings: bus.Settings) -> None:
+    """`swarm audit replay` prints a run's events in order, as JSON lines or readable lines, in a range."""
+    command = _start_command()
+    ctx = schemas.Context(now=NOW, actor="exe_test")
+    executor = schemas.run_state.ExecutorInfo(executor_id="exe_test", sandbox="local")
+    started = schemas.run_state.decide(
+        schemas.run_state.RunState(run_id=command.run_id), command, ctx, executor
+    )
+    cancel = schemas.CancelRun(
+        id=schemas.IdSource().new(Kind.COMMAND), at=NOW, tenant="acme", actor="key_x", run_id=command.run_id
+    )
+    running = schemas.run_state.fold(command.run_id, started)  # type: ignore[arg-type]
+    ended = schemas.run_state.decide(running, cancel, ctx)
+    at = await conn.log.append_all(started, bus.START)
+    last = await conn.log.append_all(ended, at)
+    env = {"SWARM_BUS__URL": bus_settings.url}
+    scope = ("--tenant", "acme", "--run", command.run_id)
+    as_json = await asyncio.to_thread(swarm, "audit", "replay", *scope, "--json", env=env)
+    assert as_json.returncode == 0, as_json.stderr
+    lines = [json.loads(line) for line in as_json.stdout.splitlines()]
+    assert [line["message"]["type"] for line in lines] == ["run.started", "run.cancelled"]
+    assert [line["seq"] for line in lines] == [at.seq, last.seq]
+    pretty = await asyncio.to_thread(swarm, "audit", "replay", *scope, "--until-seq", str(at.seq), env=env)
+    assert pretty.returncode == 0, pretty.stderr
+    assert "run.started" in pretty.stdout
+    assert "run.cancelled" not in pretty.stdout
