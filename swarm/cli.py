@@ -18,7 +18,7 @@ from executors.role import ConfigurationError
 from executors.sandbox import SandboxError
 from projectors.admin import AdminError
 from projectors.errors import ProjectorError
-from swarm import audit, roles, up
+from swarm import audit, roles, status, up
 from swarm.logs import configure
 from swarm.settings import Settings, SettingsError, load, redacted, with_data_dir
 
@@ -38,6 +38,9 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     commands.add_parser("config", help="print the effective settings (secrets hidden)")
+
+    health = commands.add_parser("status", help="the log, work queue lag and live replicas of every role")
+    health.add_argument("--json", action="store_true", help="print the status as JSON")
 
     projection = commands.add_parser("projector", help="run a projector replica, or rebuild / check its file")
     projection.add_argument("action", nargs="?", choices=("run", "rebuild", "check"), default="run")
@@ -110,6 +113,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             return asyncio.run(roles.export(settings, "export", args.parquet))
         case "snapshot":
             return asyncio.run(roles.export(settings, "snapshot", args.target))
+        case "status":
+            return asyncio.run(status.show(settings.bus, args.json))
         case "config":
             print(json.dumps(redacted(settings), indent=2))
             return 0

@@ -51,6 +51,12 @@ async def test_up_serves_stops_cleanly_and_resumes(up: Up, tmp_path: Path) -> No
     assert isinstance(ended, schemas.RunFailed)  # the executor `up` runs: no such project
     assert ended.reason is schemas.FailureReason.INVALID_REQUEST
     assert server_pids(data_dir)
+    healthy = await asyncio.to_thread(swarm, "status", "--json", env={"SWARM_BUS__URL": up.url})
+    assert healthy.returncode == 0, healthy.stdout + healthy.stderr
+    report = json.loads(healthy.stdout)
+    assert report["missing"] == []
+    assert {"executors", "registry"} <= {consumer["name"] for consumer in report["stream"]["consumers"]}
+    assert [service["name"] for service in report["services"]] == ["projectors"]
 
     assert await interrupt(up) == 0
     assert server_pids(data_dir) == []
@@ -182,3 +188,13 @@ async def test_audit_replay_prints_a_run_in_order(conn: bus.Connection, bus_sett
     assert pretty.returncode == 0, pretty.stderr
     assert "run.started" in pretty.stdout
     assert "run.cancelled" not in pretty.stdout
+
+
+async def test_status_names_the_roles_without_replicas(
+    conn: bus.Connection, bus_settings: bus.Settings
+) -> None:
+    """With only NATS running, `swarm status` shows the log and exits 1 naming the missing projector."""
+    result = await asyncio.to_thread(swarm, "status", env={"SWARM_BUS__URL": bus_settings.url})
+    assert result.returncode == 1
+    assert "stream SWARM: 0 messages" in result.stdout
+    assert "MISSING   projector" in result.stdout
