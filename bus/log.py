@@ -120,6 +120,22 @@ class Log:
             seq=raw.seq or 0, subject=raw.subject or subject, data=raw.data or b"", digest=headers.get(DIGEST)
         )
 
+    async def get(self, seq: int) -> Record | None:
+        """The message at one stream sequence, or `None` when there is none (never written, or aged out)."""
+        try:
+            raw = await self._js.get_msg(self._settings.stream, seq=seq, direct=True)
+        except NotFoundError:
+            return None
+        headers = raw.headers or {}
+        return Record(
+            seq=raw.seq or seq, subject=raw.subject or "", data=raw.data or b"", digest=headers.get(DIGEST)
+        )
+
+    async def first(self) -> int:
+        """The stream's first sequence still stored (retention may have removed older ones)."""
+        info = await self._js.stream_info(self._settings.stream)
+        return info.state.first_seq
+
     async def read(
         self, subject: str = ">", *, after_seq: int = 0, limit: int | None = None
     ) -> AsyncIterator[Record]:

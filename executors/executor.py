@@ -19,14 +19,17 @@ from pathlib import Path
 import structlog
 
 import bus
+from executors.patterns import Chosen, choose, render_all
 from executors.run_log import Limits, RunLog, Stop
 from executors.runner import ARCHIVE, Origin, Run, Services
 from executors.settings import CODEX_VERSION
 from schemas import (
     AnyEvent,
+    AppliedPattern,
     ArtifactStored,
     CancelRun,
     Context,
+    ExtractPattern,
     FailureReason,
     IdSource,
     IllegalTransition,
@@ -38,7 +41,9 @@ from schemas import (
     StartRun,
     decode_command,
     decode_event,
+    pattern_id_for,
     subjects,
+    task_types,
 )
 from schemas.project_state import ProjectStatus
 from schemas.project_state import fold as fold_project
@@ -123,6 +128,8 @@ class Executor:
         state, at = await self._load(command)
         if state.status.terminal:
             log.info("run_already_ended", status=str(state.status))
+            if state.status is RunStatus.SUCCEEDED:  # its extraction may not have been asked for yet
+                await self._ask_extraction(command)
             return
         if state.status is RunStatus.RUNNING:  # its executor was lost: clear what it left behind
             await self._services.backend.discard(command.run_id)
@@ -135,6 +142,11 @@ class Executor:
         if isinstance(origin, str):  # the request cannot be served: it fails without a sandbox
             await self._append_decided([_invalid(command, context, origin)], at)
             return
+        chosen = await self._patterns(command)
+        if isinstance(chosen, str):
+            suggestion = "check the run's task type and patterns"
+            await self._append_decided([_invalid(command, context, chosen, suggestion)], at)
+            return
         policy = RetryPolicy(
             max_attempts=self._settings.max_attempts,
             retry_after_side_effects=self._settings.retry_after_side_effects,
@@ -142,9 +154,11 @@ class Executor:
         [first] = decide(state, command, context, self.info, policy)
         at = await self._append_decided([first], at)
         if isinstance(first, RunStarted):
-            await self._execute(command, at, origin)
+            await self._execute(command, at, origin, chosen)
 
-    async def _execute(self, command: StartRun, at: bus.Position, origin: Origin) -> None:
+    async def _execute(
+        self, command: StartRun, at: bus.Position, origin: Origin, chosen: list[Chosen]
+    ) -> None:
         run: Run | None = None
 
         def stop(why: Stop) -> None:
@@ -165,12 +179,24 @@ class Executor:
             ids=self._ids,
         )
         directory = Path(self._settings.work_dir) / command.run_id
-        run = Run(self._services, command, runs, directory)
+        spec = task_types.get(command.task_type)
+        prompt = spec.prompt(
+            command.instructions, render_all([(c.pattern_id, c.version, c.content) for c in chosen])
+        )
+        applied = [
+            AppliedPattern(
+                pattern_id=c.pattern_id, version=c.version, selected_by=c.selected_by, score=c.score
+            )
+            for c in chosen
+        ]
+        run = Run(self._services, command, runs, directory, prompt=prompt, applied=applied)
         self._active[command.run_id] = run
         pending = self._pending_cancels.pop(command.run_id, None)
         if pending is not None:
             run.stop(_cancel_stop(pending))
         await run.execute(origin)
+        if run.succeeded:
+            await self._ask_extraction(command)
 
     async def _append_decided(self, events: Sequence[AnyEvent], at: bus.Position) -> bus.Position:
         try:
@@ -220,6 +246,32 @@ class Executor:
             return f"the source run {source_run} has no stored workspace"
         return Origin(archive=await self._conn.blobs.get(archive.sha256))
 
+    # Patterns
+
+    async def _patterns(self, command: StartRun) -> list[Chosen] | str:
+        """The patterns the run's prompt carries, or why the request cannot be served."""
+        if command.task_type not in task_types.catalogue():
+            return task_types.UnknownTaskType(command.task_type).detail
+        settings = self._settings.patterns
+        return await choose(self._conn, command, auto_max=settings.auto_max, within=settings.query_timeout)
+
+    async def _ask_extraction(self, command: StartRun) -> None:
+        """Send `pattern.extract` for a succeeded run; its idempotency key makes a repeat harmless."""
+        if not self._settings.patterns.extract:
+            return
+        extract = ExtractPattern(
+            id=self._ids.new(Kind.COMMAND),
+            at=datetime.now(UTC),
+            tenant=command.tenant,
+            actor=self.executor_id,
+            pattern_id=pattern_id_for(command.run_id),
+            run_id=command.run_id,
+        )
+        try:
+            await self._conn.log.send(extract, idempotency_key=f"extract-{command.run_id}")
+        except bus.BusError as exc:  # the run's outcome stands; a redelivered start asks again
+            log.warning("pattern_extraction_not_requested", run_id=command.run_id, problem=str(exc))
+
     # Cancellation
 
     async def _cancel_for(self, command: StartRun) -> CancelRun | None:
@@ -268,11 +320,16 @@ def _cancel_stop(cancel: CancelRun) -> Stop:
     return Stop("cancelled", "cancelled on request", actor=cancel.actor, reason=cancel.reason)
 
 
-def _invalid(command: StartRun, context: Context, detail: str) -> RunFailed:
+def _invalid(
+    command: StartRun,
+    context: Context,
+    detail: str,
+    suggestion: str = "check the run's project and source run",
+) -> RunFailed:
     return RunFailed(
         **context.envelope(command),
         run_id=command.run_id,
         reason=FailureReason.INVALID_REQUEST,
         detail=detail,
-        suggestion="check the run's project and source run",
+        suggestion=suggestion,
     )

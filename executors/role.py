@@ -14,6 +14,7 @@ import structlog
 
 import bus
 from executors.executor import Executor
+from executors.patterns import Extractor
 from executors.proxy import ModelProxy, Upstream
 from executors.registry import Registry
 from executors.runner import Services
@@ -105,9 +106,12 @@ async def run(
         raise ConfigurationError("no model configured: set executor.upstream.base_url (and api_key)")
     backend = backend or await choose_backend(settings)
     registry = Registry(conn)
+    extractor = Extractor(conn, settings)
     async with executor(conn, settings, backend) as replica, asyncio.TaskGroup() as tasks:
         tasks.create_task(replica.run())
         tasks.create_task(registry.run())
+        tasks.create_task(extractor.run())
         await stop.wait()
         await registry.shutdown()
+        await extractor.shutdown()
         await replica.shutdown(grace=settings.shutdown_grace)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,11 +25,13 @@ from executors.sandbox.base import MODEL_PORT, Sandbox
 from executors.settings import Settings
 from executors.translate import Translator
 from schemas import (
+    AppliedPattern,
     ArtifactStored,
     CommandRun,
     FailureReason,
     LocalSource,
     ModelCallRecorded,
+    PatternApplied,
     RunCancelled,
     RunFailed,
     RunSucceeded,
@@ -66,8 +69,20 @@ class Origin:
 class Run:
     """The part of a run after `run.started` was appended; `stop()` may be called at any time."""
 
-    def __init__(self, services: Services, command: StartRun, runs: RunLog, directory: Path) -> None:
+    def __init__(
+        self,
+        services: Services,
+        command: StartRun,
+        runs: RunLog,
+        directory: Path,
+        *,
+        prompt: str | None = None,
+        applied: Sequence[AppliedPattern] = (),
+    ) -> None:
         self._services = services
+        self._prompt = prompt or command.instructions  # with the task type's template and any patterns
+        self._applied = list(applied)
+        self.succeeded = False
         self._settings = services.settings
         self._command = command
         self._runs = runs
@@ -90,7 +105,9 @@ class Run:
     async def execute(self, origin: Origin) -> None:
         """Run to the end and append the terminal event; a `Fenced` run writes nothing more."""
         try:
-            await self._runs.append(await self._terminal_of(origin))
+            terminal = await self._terminal_of(origin)
+            await self._runs.append(terminal)
+            self.succeeded = isinstance(terminal, RunSucceeded)
         except Fenced as exc:
             log.warning("run_fenced", run_id=self.run_id, expected=exc.expected, actual=exc.actual)
         finally:
@@ -104,6 +121,8 @@ class Run:
             return self._failed(FailureReason.INVALID_REQUEST, exc.detail, "check the project's source")
         if self._stopped.done():  # cancelled while preparing: no sandbox
             return self._ending(self._stopped.result(), Exit(code=None))
+        if self._applied:
+            await self._runs.append(PatternApplied(**self._runs.envelope(), patterns=self._applied))
         try:
             why, exit_ = await self._sandboxed()
         except SandboxError as exc:
@@ -157,7 +176,7 @@ class Run:
         sandbox = settings.sandbox
         return Spec(
             run_id=self.run_id,
-            command=codex.command(self._command.instructions),
+            command=codex.command(self._prompt),
             workspace=self._directory / "workspace",
             codex_home=home,
             model_socket=grant.socket,

@@ -34,6 +34,18 @@ class Sandbox(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     file_size_mb: Annotated[int, Meta(ge=1)] = 1024
 
 
+class Patterns(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Pattern extraction and selection (README, "Patterns")."""
+
+    extract: bool = True  # a succeeded run asks for its pattern to be extracted
+    refine: bool = True  # the upstream model refines the deterministic baseline
+    model: str = ""  # the refining model; empty: upstream.model
+    refine_timeout: Seconds = 60.0
+    auto_max: Annotated[int, Meta(ge=1, le=10)] = 2  # patterns an automatic selection may add
+    query_timeout: Seconds = 2.0  # for the projectors' pattern list; past it, no automatic selection
+    concurrency: Annotated[int, Meta(ge=1, le=64)] = 2
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     work_dir: str = ""  # empty: <data_dir>/executor (workspaces, Codex homes, model sockets)
     concurrency: Annotated[int, Meta(ge=1, le=256)] = 2  # runs at once in this process
@@ -53,3 +65,4 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     codex_retries: Annotated[int, Meta(ge=0, le=10)] = 0  # Codex's own request retries
     upstream: Upstream = Upstream()
     sandbox: Sandbox = Sandbox()
+    patterns: Patterns = Patterns()

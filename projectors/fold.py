@@ -15,8 +15,18 @@ from typing import assert_never
 
 import msgspec
 
+from projectors import patterns
 from projectors.prices import Prices
-from projectors.rows import ArtifactRow, CommandRow, ModelCallRow, ProjectRow, Row, RunRow, StepRow
+from projectors.rows import (
+    ArtifactRow,
+    CommandRow,
+    ModelCallRow,
+    PatternRow,
+    ProjectRow,
+    Row,
+    RunRow,
+    StepRow,
+)
 from schemas import (
     AgentMessage,
     AnyCommand,
@@ -26,19 +36,32 @@ from schemas import (
     CodexNotice,
     CommandExecuted,
     CommandStarted,
+    CreateKey,
     CreateProject,
+    EditPattern,
+    ExtractPattern,
     FilesChanged,
     GitSource,
+    KeyCreated,
+    KeyRevoked,
     LimitWarning,
     LineQuarantined,
     LocalSource,
     Message,
     ModelCallRecorded,
+    PatternApplied,
+    PatternEdited,
+    PatternExtracted,
+    PatternRestored,
+    PatternRetired,
     PlanUpdated,
     ProjectArchived,
     ProjectCreated,
     ProjectUpdated,
     Reasoning,
+    RestorePattern,
+    RetirePattern,
+    RevokeKey,
     RunCancelled,
     RunFailed,
     RunStarted,
@@ -53,6 +76,7 @@ from schemas import (
     WebSearched,
     WorkspacePrepared,
 )
+from schemas.pattern import PatternCommandBase, PatternEvent
 from schemas.run import RunEvent, RunEvents, StepEvent
 
 SUMMARY_CHARS = 300
@@ -67,19 +91,34 @@ def touched(messages: Iterable[Message]) -> tuple[set[str], set[str]]:
         match message:
             case RunEvent() | StartRun() | CancelRun():  # the run events first: most of the log
                 runs.add(message.run_id)
+            case CreateKey() | RevokeKey() | KeyCreated() | KeyRevoked():
+                pass  # keys have no read model: the gateway folds them from the log itself
+            case PatternCommandBase() | PatternEvent():
+                pass  # see `touched_patterns`
             case _:
                 projects.add(message.project_id)
     return runs, projects
+
+
+def touched_patterns(messages: Iterable[Message]) -> set[str]:
+    """The pattern ids whose current rows a batch needs."""
+    return {message.pattern_id for message in messages if isinstance(message, PatternEvent)}
 
 
 class Changes:
     """The rows one batch upserts and appends, and where in the log it ends."""
 
     def __init__(
-        self, runs: Mapping[str, RunRow], projects: Mapping[str, ProjectRow], prices: Prices
+        self,
+        runs: Mapping[str, RunRow],
+        projects: Mapping[str, ProjectRow],
+        prices: Prices,
+        known_patterns: Mapping[str, PatternRow] | None = None,
     ) -> None:
         self._known_runs = runs
         self._known_projects = projects
+        self._known_patterns = known_patterns or {}
+        self.patterns: dict[str, PatternRow] = {}
         self._prices = prices
         self.runs: dict[str, RunRow] = {}
         self.projects: dict[str, ProjectRow] = {}
@@ -104,6 +143,15 @@ class Changes:
                 self._audit(seq, message)
             case ProjectCreated() | ProjectUpdated() | ProjectArchived():
                 self._project(seq, message)
+            case CreateKey() | RevokeKey():
+                self._audit(seq, message)
+            case KeyCreated() | KeyRevoked():
+                pass  # no read model for keys (the gateway follows them from the log)
+            case ExtractPattern() | EditPattern() | RetirePattern() | RestorePattern():
+                self._audit(seq, message)
+            case PatternExtracted() | PatternEdited() | PatternRetired() | PatternRestored():
+                row = self._pattern_row(message.pattern_id, message.tenant)
+                patterns.apply(row, seq, message, self.appended)
             case _:
                 assert_never(message)
 
@@ -170,6 +218,14 @@ class Changes:
             )
         return self.projects[project_id]
 
+    def _pattern_row(self, pattern_id: str, tenant: str) -> PatternRow:
+        if pattern_id not in self.patterns:
+            known = self._known_patterns.get(pattern_id)
+            self.patterns[pattern_id] = (
+                msgspec.structs.replace(known) if known else PatternRow(pattern_id=pattern_id, tenant=tenant)
+            )
+        return self.patterns[pattern_id]
+
     # runs
 
     def _run(self, run_id: str, tenant: str) -> RunRow:
@@ -220,6 +276,8 @@ class Changes:
                 run.quarantined += 1
             case LimitWarning() | CodexNotice():
                 run.warnings += 1
+            case PatternApplied():
+                self.appended.extend(patterns.uses(seq, event))
             case RunSucceeded() | RunFailed() | RunCancelled() | RunTimedOut():
                 _finish(run, event)
             case _:

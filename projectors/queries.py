@@ -178,20 +178,39 @@ def stats(cur: Cursor, tenant: str, p: Stats) -> Data:
     return daily | {name: _rows(cur, sql, **limits) for name, sql in _ALL_TIME.items()}
 
 
-_LIST_PATTERNS = """SELECT * FROM patterns WHERE tenant = $tenant
-AND ($project_id IS NULL OR project_id = $project_id) AND ($status IS NULL OR status = $status)
-AND ($after IS NULL OR pattern_id > $after) ORDER BY pattern_id LIMIT $limit"""
+_STATS_COLUMNS = (
+    "s.uses, s.finished, s.succeeded, s.success_rate, s.median_duration_ms, s.median_tokens, "
+    "s.baseline_runs, s.baseline_success_rate, s.baseline_median_duration_ms, s.baseline_median_tokens, "
+    "s.uplift, s.duration_saved_ms, s.tokens_saved, s.last_used_at, s.flagged"
+)
+_PATTERNS = f"""SELECT p.*, {_STATS_COLUMNS} FROM patterns p
+LEFT JOIN pattern_stats s ON s.tenant = p.tenant AND s.pattern_id = p.pattern_id WHERE p.tenant = $tenant"""  # noqa: S608
+_LIST_PATTERNS = f"""{_PATTERNS}
+AND ($project_id IS NULL OR p.project_id = $project_id) AND ($status IS NULL OR p.status = $status)
+AND ($task_type IS NULL OR p.task_type = $task_type)
+AND ($after IS NULL OR p.pattern_id > $after) ORDER BY p.pattern_id LIMIT $limit"""
 
 
 def list_patterns(cur: Cursor, tenant: str, p: ListPatterns) -> Data:
+    """Patterns with their analytics (`pattern_stats`); steps and variables are JSON text."""
     rows = _rows(cur, _LIST_PATTERNS, **_params(p, tenant, limit=p.limit + 1))
     return _after_page(rows, p.limit, "pattern_id")
 
 
 def get_pattern(cur: Cursor, tenant: str, p: GetPattern) -> Data:
-    return _one(
-        cur, "SELECT * FROM patterns WHERE tenant = $tenant AND pattern_id = $id", tenant, p.pattern_id
+    """One pattern with its analytics, its steps and variables decoded, and every version, oldest first."""
+    pattern = _one(cur, f"{_PATTERNS} AND p.pattern_id = $id", tenant, p.pattern_id)
+    versions = _rows(
+        cur,
+        "SELECT * EXCLUDE (tenant) FROM pattern_versions WHERE tenant = $tenant AND pattern_id = $id "
+        "ORDER BY version",
+        tenant=tenant,
+        id=p.pattern_id,
     )
+    for row in (pattern, *versions):
+        row["steps"] = msgspec.json.decode(row["steps"]) if row["steps"] else []
+        row["variables"] = msgspec.json.decode(row["variables"]) if row["variables"] else []
+    return pattern | {"versions": versions}
 
 
 # The registry

@@ -18,7 +18,7 @@ log = structlog.get_logger(__name__)
 
 async def run(conn: bus.Connection, settings: Settings, stop: asyncio.Event) -> None:
     """Follow the log and answer queries until `stop` is set; then stop serving, finish the batch, close."""
-    with open_store(Path(settings.database)) as store:
+    with open_store(Path(settings.database), pattern_min_runs=settings.pattern_min_runs) as store:
         projector = Projector(conn, store, max_batch=settings.max_batch)
         async with serve(conn, projector, store), asyncio.TaskGroup() as tasks:
             tasks.create_task(projector.run())

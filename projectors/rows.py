@@ -188,18 +188,53 @@ class PatternRow(Row, kw_only=True):
     created_at: datetime | None = None
     updated_at: datetime | None = None
     last_seq: int = 0
+    goal: str | None = None
+    steps: str | None = None  # JSON list of the current version's steps
+    variables: str | None = None  # JSON list of its variables
+    content_hash: str | None = None
+    refinement: str | None = None  # none, model or fallback
+    refinement_detail: str | None = None
+    extractor_version: str | None = None
+    source_first_seq: int | None = None
+    source_last_seq: int | None = None
+    created_by: str | None = None
+    retired_at: datetime | None = None
 
 
 class PatternUseRow(Row, kw_only=True):
+    """One pattern version applied to one run (a `pattern.applied` event can list several)."""
+
     TABLE: ClassVar[str] = "pattern_uses"
+    KEY: ClassVar[str] = "use_id"
+
+    use_id: str  # `<seq>.<index in the event>`
+    seq: int
+    tenant: str
+    pattern_id: str
+    version: int
+    run_id: str
+    selected_by: str | None = None
+    score: float | None = None
+    occurred_at: datetime | None = None
+
+
+class PatternVersionRow(Row, kw_only=True):
+    """Every version of every pattern, the first (extracted) and each edit."""
+
+    TABLE: ClassVar[str] = "pattern_versions"
     KEY: ClassVar[str] = "seq"
 
     seq: int
     tenant: str
     pattern_id: str
     version: int
-    run_id: str
-    occurred_at: datetime | None = None
+    name: str
+    summary: str
+    steps: str  # JSON
+    variables: str  # JSON
+    content_hash: str
+    created_by: str
+    created_at: datetime | None = None
 
 
 TABLES: tuple[type[Row], ...] = (
@@ -211,4 +246,5 @@ TABLES: tuple[type[Row], ...] = (
     CommandRow,
     PatternRow,
     PatternUseRow,
+    PatternVersionRow,
 )

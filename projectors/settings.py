@@ -11,3 +11,4 @@ from msgspec import Meta
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     database: str = ""  # empty: <data_dir>/projector/swarm.duckdb
     max_batch: Annotated[int, Meta(ge=1, le=100_000)] = 10_000  # only catch-up fills a batch
+    pattern_min_runs: Annotated[int, Meta(ge=1)] = 5  # runs using a pattern before it may be flagged

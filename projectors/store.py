@@ -17,11 +17,12 @@ import duckdb
 import structlog
 
 from bus import Record
+from projectors import patterns
 from projectors.errors import ProjectorError
-from projectors.fold import Changes, touched
+from projectors.fold import Changes, touched, touched_patterns
 from projectors.prices import Prices
 from projectors.prices import load as load_prices
-from projectors.rows import TABLES, ProjectRow, Row, RunRow
+from projectors.rows import TABLES, PatternRow, ProjectRow, Row, RunRow
 from schemas import InvalidMessage, Message, UnknownMessageType, decode
 
 log = structlog.get_logger(__name__)
@@ -48,6 +49,7 @@ VIEWS = {
     "queue_waits": "SELECT tenant, project_id, count(*) AS runs, "
     "quantile_cont(queue_wait_ms, 0.5) AS p50_ms, quantile_cont(queue_wait_ms, 0.95) AS p95_ms, "
     "max(queue_wait_ms) AS max_ms FROM runs WHERE queue_wait_ms IS NOT NULL GROUP BY ALL",
+    "pattern_stats": patterns.stats_view(patterns.MIN_RUNS),  # a store may set its own minimum
 }
 
 
@@ -63,10 +65,19 @@ class LogGap(ProjectorError):
 class Store:
     """One DuckDB connection (the writer); readers take `cursor()`s of it."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, prices: Prices, path: Path | None = None) -> None:
+    def __init__(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        prices: Prices,
+        path: Path | None = None,
+        *,
+        pattern_min_runs: int = patterns.MIN_RUNS,
+    ) -> None:
         self._con = con
         self._prices = prices
         self.path = path
+        self._views = VIEWS | {"pattern_stats": patterns.stats_view(pattern_min_runs)}
+        self._patterns: _Recent[PatternRow] = _Recent(capacity=2_000)
         self._position: int | None = None  # the checkpoint once read: this connection is the only writer
         self._runs: _Recent[RunRow] = _Recent(capacity=20_000)
         self._projects: _Recent[ProjectRow] = _Recent(capacity=2_000)
@@ -87,7 +98,7 @@ class Store:
             self._con.execute(table.ddl())
         for statement in _BOOKKEEPING:
             self._con.execute(statement)
-        for name, query in VIEWS.items():
+        for name, query in self._views.items():
             self._con.execute(f"CREATE OR REPLACE VIEW {name} AS {query}")
 
     @property
@@ -108,14 +119,16 @@ class Store:
         run_ids, project_ids = touched(message for _, message in decoded)
         runs = self._current(RunRow, run_ids, self._runs)
         projects = self._current(ProjectRow, project_ids, self._projects)
-        changes = Changes(runs, projects, self._prices)
+        known_patterns = self._current(PatternRow, touched_patterns(m for _, m in decoded), self._patterns)
+        changes = Changes(runs, projects, self._prices, known_patterns)
         for seq, message_type in skipped:
             changes.skip(seq, message_type)
         for seq, message in decoded:
             changes.apply(seq, message)
-        self._write(changes, runs.keys(), projects.keys(), fresh[-1].seq)
+        self._write(changes, runs.keys(), projects.keys(), fresh[-1].seq, known_patterns.keys())
         self._runs.remember(changes.runs)  # only once committed: the cache never runs ahead of the file
         self._projects.remember(changes.projects)
+        self._patterns.remember(changes.patterns)
         self._position = fresh[-1].seq
         return self._position
 
@@ -136,13 +149,19 @@ class Store:
         return {row[0]: row_type(**dict(zip(columns, row, strict=True))) for row in rows}
 
     def _write(
-        self, changes: Changes, stored_runs: Collection[str], stored_projects: Collection[str], last_seq: int
+        self,
+        changes: Changes,
+        stored_runs: Collection[str],
+        stored_projects: Collection[str],
+        last_seq: int,
+        stored_patterns: Collection[str] = (),
     ) -> None:
         con = self._con
         con.execute("BEGIN TRANSACTION")
         try:
             _replace(con, RunRow, changes.runs, stored_runs)
             _replace(con, ProjectRow, changes.projects, stored_projects)
+            _replace(con, PatternRow, changes.patterns, stored_patterns)
             for table in {type(row) for row in changes.appended}:
                 appender = con.appender(table.TABLE)
                 appender.append_rows([row.astuple() for row in changes.appended if type(row) is table])
@@ -233,12 +252,14 @@ def _decode(records: Sequence[Record]) -> tuple[list[tuple[int, Message]], list[
 
 
 @contextlib.contextmanager
-def open_store(path: Path, prices: Prices | None = None) -> Iterator[Store]:
+def open_store(
+    path: Path, prices: Prices | None = None, *, pattern_min_runs: int = patterns.MIN_RUNS
+) -> Iterator[Store]:
     """Open (creating if needed) the DuckDB file at `path`; the only writer of that file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(str(path))
     try:
-        store = Store(con, prices or load_prices(), path)
+        store = Store(con, prices or load_prices(), path, pattern_min_runs=pattern_min_runs)
         store.setup()
         yield store
     finally:

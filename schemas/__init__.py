@@ -1,6 +1,6 @@
 """The message vocabulary: ids, commands, events and the pure lifecycle rules. Imports nothing of ours."""
 
-from schemas import chain, project_state, run_state, subjects
+from schemas import chain, key_state, pattern_state, project_state, run_state, subjects, task_types
 from schemas.base import SCHEMA_VERSION, BlobRef, Body, CommandBase, EventBase, RunLimits, Usage
 from schemas.codec import (
     COMMAND_TYPES,
@@ -16,6 +16,22 @@ from schemas.codec import (
 from schemas.errors import IllegalTransition, InvalidMessage, Rejected, SchemaError, UnknownMessageType
 from schemas.ids import IdSource, Kind, ulid, ulid_millis
 from schemas.jsonschema import document as json_schema
+from schemas.key import ROLES, CreateKey, KeyCreated, KeyRevoked, RevokeKey, Role
+from schemas.pattern import (
+    Content,
+    EditPattern,
+    ExtractPattern,
+    PatternEdited,
+    PatternExtracted,
+    PatternRestored,
+    PatternRetired,
+    Provenance,
+    RestorePattern,
+    RetirePattern,
+    Step,
+    Variable,
+    pattern_id_for,
+)
 from schemas.project import (
     ArchiveProject,
     CreateProject,
@@ -30,6 +46,7 @@ from schemas.project import (
 from schemas.rules import Context
 from schemas.run import (
     AgentMessage,
+    AppliedPattern,
     ArtifactStored,
     CancelRun,
     CodexNotice,
@@ -42,6 +59,7 @@ from schemas.run import (
     LimitWarning,
     LineQuarantined,
     ModelCallRecorded,
+    PatternApplied,
     PlanUpdated,
     Reasoning,
     RunCancelled,
@@ -61,10 +79,12 @@ from schemas.run import (
 __all__ = [
     "COMMAND_TYPES",
     "EVENT_TYPES",
+    "ROLES",
     "SCHEMA_VERSION",
     "AgentMessage",
     "AnyCommand",
     "AnyEvent",
+    "AppliedPattern",
     "ArchiveProject",
     "ArtifactStored",
     "BlobRef",
@@ -75,9 +95,13 @@ __all__ = [
     "CommandExecuted",
     "CommandRun",
     "CommandStarted",
+    "Content",
     "Context",
+    "CreateKey",
     "CreateProject",
+    "EditPattern",
     "EventBase",
+    "ExtractPattern",
     "FailureReason",
     "FileChange",
     "FilesChanged",
@@ -85,18 +109,30 @@ __all__ = [
     "IdSource",
     "IllegalTransition",
     "InvalidMessage",
+    "KeyCreated",
+    "KeyRevoked",
     "Kind",
     "LimitWarning",
     "LineQuarantined",
     "LocalSource",
     "Message",
     "ModelCallRecorded",
+    "PatternApplied",
+    "PatternEdited",
+    "PatternExtracted",
+    "PatternRestored",
+    "PatternRetired",
     "PlanUpdated",
     "ProjectArchived",
     "ProjectCreated",
     "ProjectUpdated",
+    "Provenance",
     "Reasoning",
     "Rejected",
+    "RestorePattern",
+    "RetirePattern",
+    "RevokeKey",
+    "Role",
     "RunCancelled",
     "RunFailed",
     "RunLimits",
@@ -107,12 +143,14 @@ __all__ = [
     "SchemaError",
     "Source",
     "StartRun",
+    "Step",
     "TodoItem",
     "ToolCalled",
     "TurnCompleted",
     "UnknownMessageType",
     "UpdateProject",
     "Usage",
+    "Variable",
     "WebSearched",
     "WorkspacePrepared",
     "chain",
@@ -121,9 +159,13 @@ __all__ = [
     "decode_event",
     "encode",
     "json_schema",
+    "key_state",
+    "pattern_id_for",
+    "pattern_state",
     "project_state",
     "run_state",
     "subjects",
+    "task_types",
     "ulid",
     "ulid_millis",
 ]

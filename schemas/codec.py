@@ -7,11 +7,13 @@ from typing import Any, TypeVar
 import msgspec
 
 from schemas.errors import InvalidMessage, UnknownMessageType
+from schemas.key import KeyCommand, KeyEvents
+from schemas.pattern import PatternCommand, PatternEvents
 from schemas.project import ProjectCommand, ProjectEvents
 from schemas.run import RunCommand, RunEvents
 
-AnyCommand = ProjectCommand | RunCommand
-AnyEvent = ProjectEvents | RunEvents
+AnyCommand = ProjectCommand | RunCommand | KeyCommand | PatternCommand
+AnyEvent = ProjectEvents | RunEvents | KeyEvents | PatternEvents
 Message = AnyCommand | AnyEvent
 
 T = TypeVar("T")

@@ -67,6 +67,7 @@ class Stats(Params, frozen=True):
 class ListPatterns(Params, frozen=True):
     project_id: ProjectId | None = None
     status: Status | None = None
+    task_type: TaskType | None = None
     after: PatternId | None = None
     limit: Limit = 100
 

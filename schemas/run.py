@@ -182,6 +182,21 @@ class LimitWarning(RunEvent, frozen=True, kw_only=True, tag="run.limit_warning")
     hard_limit: Annotated[float, Meta(ge=0)]
 
 
+class AppliedPattern(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One pattern version rendered into a run's prompt, and how it was chosen."""
+
+    pattern_id: PatternId
+    version: Positive
+    selected_by: Literal["explicit", "reference", "auto"]
+    score: Annotated[float, Meta(ge=0)] = 0.0
+
+
+class PatternApplied(RunEvent, frozen=True, kw_only=True, tag="pattern.applied"):
+    """The patterns a run's prompt carries, appended before Codex starts (a run event despite its tag)."""
+
+    patterns: Annotated[list[AppliedPattern], Meta(min_length=1, max_length=10)]
+
+
 # Terminal events
 
 
@@ -253,5 +268,6 @@ RunEvents = (
     | LineQuarantined
     | CodexNotice
     | LimitWarning
+    | PatternApplied
     | TerminalEvents
 )

@@ -32,6 +32,7 @@ from schemas.run import (
     LimitWarning,
     LineQuarantined,
     ModelCallRecorded,
+    PatternApplied,
     PlanUpdated,
     Reasoning,
     RunCancelled,
@@ -138,6 +139,7 @@ def evolve(state: RunState, event: RunEvents) -> RunState:
             | LineQuarantined()
             | CodexNotice()
             | LimitWarning()
+            | PatternApplied()
         ):
             _require_running(state, event)
             return counted

@@ -18,7 +18,8 @@ from executors.role import ConfigurationError
 from executors.sandbox import SandboxError
 from projectors.admin import AdminError
 from projectors.errors import ProjectorError
-from swarm import audit, roles, status, up
+from swarm import audit, completion, remote, roles, serve, status, up
+from swarm.client import ApiError
 from swarm.logs import configure
 from swarm.settings import Settings, SettingsError, load, redacted, with_data_dir
 
@@ -33,8 +34,19 @@ def _parser() -> argparse.ArgumentParser:
     start.add_argument("--port", type=int, help="NATS port (0 picks a free one)")
     start.add_argument("--json", action="store_true", help="print the ready line (and demo outcome) as JSON")
     start.add_argument("--demo", action="store_true", help="create the sample project and show a run live")
+    start.add_argument("--api-port", type=int, help="gateway port (0 picks a free one; default gateway.port)")
+    start.add_argument(
+        "--roles", default=",".join(up.ROLES), help="which roles to run (default: projector,executor,gateway)"
+    )
     start.add_argument(
         "--verbose", action="store_true", help="logs on standard error instead of the log file"
+    )
+
+    remote.add_parsers(commands)
+
+    complete = commands.add_parser("completion", help="print a shell completion script")
+    complete.add_argument(
+        "shell", choices=("bash", "zsh"), help="zsh: after `autoload bashcompinit; bashcompinit`"
     )
 
     commands.add_parser("config", help="print the effective settings (secrets hidden)")
@@ -72,6 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument(
         "--pace", type=float, metavar="FACTOR", help="wait as the messages did (2 = twice as fast)"
     )
+    serve.add_parsers(commands)
     return parser
 
 
@@ -89,8 +102,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(
             str(exc), "see `swarm projector --help`; the projection file is settings.projector.database"
         )
+    except ApiError as exc:
+        return _fail(str(exc), "`swarm config` shows client.url; check client.key (SWARM_CLIENT__KEY)")
     except SandboxError as exc:
         return _fail(str(exc), "start a container engine, or set executor.sandbox.backend to bubblewrap")
+    except serve.KeysError as exc:
+        return _fail(str(exc), "see `swarm keys --help`")
     except ConfigurationError as exc:
         return _fail(str(exc), "`swarm config` shows the executor's settings")
     except bus.BusError as exc:
@@ -104,15 +121,27 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         case "up":
             settings = _for_up(settings, args)
             with up.log_file(settings, verbose=args.verbose):
-                return asyncio.run(up.run(settings, as_json=args.json, with_demo=args.demo))
+                chosen = tuple(role.strip() for role in args.roles.split(",") if role.strip())
+                if unknown := set(chosen) - set(up.ROLES):
+                    return _fail(f"unknown roles {sorted(unknown)}", f"choose from {', '.join(up.ROLES)}")
+                return asyncio.run(up.run(settings, as_json=args.json, with_demo=args.demo, roles=chosen))
         case "projector":
             return asyncio.run(_projector(settings, args.action, args.json))
         case "executor":
             return asyncio.run(roles.executor(settings))
+        case "gateway":
+            return asyncio.run(serve.gateway_replica(settings))
+        case "keys":
+            return asyncio.run(serve.keys_command(settings, args))
         case "export":
             return asyncio.run(roles.export(settings, "export", args.parquet))
         case "snapshot":
             return asyncio.run(roles.export(settings, "snapshot", args.target))
+        case name if name in remote.COMMANDS:
+            return asyncio.run(remote.dispatch(args, settings.client))
+        case "completion":
+            print(completion.bash(_parser()), end="")
+            return 0
         case "status":
             return asyncio.run(status.show(settings.bus, args.json))
         case "config":
@@ -153,6 +182,10 @@ def _for_up(settings: Settings, args: argparse.Namespace) -> Settings:
     if args.port is not None:
         server = msgspec.structs.replace(server, port=args.port)
     settings = msgspec.structs.replace(settings, server=server)
+    if args.api_port is not None:
+        settings = msgspec.structs.replace(
+            settings, gateway=msgspec.structs.replace(settings.gateway, port=args.api_port)
+        )
     return with_data_dir(settings, args.data_dir) if args.data_dir else settings
 
 

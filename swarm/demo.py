@@ -34,7 +34,9 @@ INSTRUCTIONS = (
 )
 
 
-async def show(conn: bus.Connection, *, offline: bool, as_json: bool) -> RunEvents:
+async def show(
+    conn: bus.Connection, *, offline: bool, as_json: bool, console: str | None = None
+) -> RunEvents:
     """Create the demo project (once), start a run, print its steps as they happen; return its ending."""
     ids = IdSource()
     await conn.log.send(_project(ids), idempotency_key=f"demo-project-{PROJECT_ID}")
@@ -45,6 +47,8 @@ async def show(conn: bus.Connection, *, offline: bool, as_json: bool) -> RunEven
         print(f"\ndemo run {command.run_id} on the sample project ({mode})", flush=True)
     ending = await _follow(conn, command, as_json)
     await _conclude(conn, command, ending, as_json)
+    if console and not as_json:
+        print(f"the run over the API: {console}/v1/runs/{command.run_id} (swarm show {command.run_id})")
     return ending
 
 

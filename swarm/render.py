@@ -14,6 +14,7 @@ from schemas import (
     LimitWarning,
     LineQuarantined,
     ModelCallRecorded,
+    PatternApplied,
     PlanUpdated,
     Reasoning,
     RunCancelled,
@@ -65,6 +66,9 @@ def line(event: RunEvents) -> str | None:
             return f"  ? quarantined a line Codex printed: {event.problem}"
         case LimitWarning():
             return f"  ! {event.limit} at {event.used:.0f} of {event.hard_limit:.0f}"
+        case PatternApplied():
+            used = ", ".join(f"{p.pattern_id} v{p.version}" for p in event.patterns)
+            return f"▶ patterns: {used}"
         case TurnCompleted() | ModelCallRecorded() | ArtifactStored():
             return None
         case RunSucceeded():

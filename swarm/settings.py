@@ -16,7 +16,9 @@ import msgspec
 from bus import ServerSettings
 from bus import Settings as BusSettings
 from executors.settings import Settings as ExecutorSettings
+from gateway.settings import Settings as GatewaySettings
 from projectors.settings import Settings as ProjectorSettings
+from swarm.client import ClientSettings
 
 ENV_PREFIX = "SWARM_"
 CONFIG_VARIABLE = "SWARM_CONFIG"
@@ -38,7 +40,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     server: ServerSettings = ServerSettings(port=4222)
     projector: ProjectorSettings = ProjectorSettings()
     executor: ExecutorSettings = ExecutorSettings()
+    gateway: GatewaySettings = GatewaySettings()
     log: LogSettings = LogSettings()
+    client: ClientSettings = ClientSettings()
 
 
 def load(env: Mapping[str, str], file: Path | None = None) -> Settings:
@@ -121,6 +125,10 @@ def redacted(settings: Settings) -> dict[str, Any]:
     for key in ("password", "token"):
         if data["bus"].get(key):
             data["bus"][key] = "***"
+    if data["gateway"].get("ticket_secret"):
+        data["gateway"]["ticket_secret"] = "***"  # noqa: S105  # the mask shown instead of the secret
+    if data["client"].get("key"):
+        data["client"]["key"] = "***"
     if data["executor"]["upstream"].get("api_key"):
         data["executor"]["upstream"]["api_key"] = "***"
     return data

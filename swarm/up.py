@@ -22,12 +22,13 @@ import msgspec
 import structlog
 
 import bus
+import gateway
 from executors import role as executor_role
 from executors.sandbox import Backend, SandboxError, ensure_image, podman_service
 from executors.scripted import ScriptedModel
 from executors.settings import Settings as ExecutorSettings
 from projectors import role as projector_role
-from swarm import demo
+from swarm import demo, keys
 from swarm.logs import configure
 from swarm.roles import stop_on_signals
 from swarm.settings import Settings
@@ -35,7 +36,12 @@ from swarm.settings import Settings
 log = structlog.get_logger(__name__)
 
 
-async def run(settings: Settings, *, as_json: bool = False, with_demo: bool = False) -> int:
+ROLES = ("projector", "executor", "gateway")
+
+
+async def run(
+    settings: Settings, *, as_json: bool = False, with_demo: bool = False, roles: tuple[str, ...] = ROLES
+) -> int:
     """Start everything under `data_dir`, optionally run the demo, and serve until Ctrl-C or SIGTERM."""
     stop = stop_on_signals()
     data_dir = Path(settings.data_dir)
@@ -47,7 +53,7 @@ async def run(settings: Settings, *, as_json: bool = False, with_demo: bool = Fa
         executor, offline = await _model(stack, settings.executor)
         executor, backend = await _sandbox(stack, executor, data_dir)
         state = (await conn.js.stream_info(bus_settings.stream)).state
-        facts = {
+        facts: dict[str, Any] = {
             "nats_url": server.url,
             "data_dir": settings.data_dir,
             "projection": settings.projector.database,
@@ -58,14 +64,34 @@ async def run(settings: Settings, *, as_json: bool = False, with_demo: bool = Fa
             "model": "scripted (offline demo mode)" if offline else executor.upstream.base_url,
             "logs": str(data_dir / "logs" / "swarm.log"),
         }
-        _announce(facts, as_json)
         async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(projector_role.run(conn, settings.projector, stop))
-            tasks.create_task(executor_role.run(conn, executor, stop, backend=backend))
+            if "projector" in roles:
+                tasks.create_task(projector_role.run(conn, settings.projector, stop))
+            if "executor" in roles:
+                tasks.create_task(executor_role.run(conn, executor, stop, backend=backend))
+            if "gateway" in roles:
+                facts |= await _gateway(tasks, conn, settings, stop)
+            _announce(facts, as_json)
             if with_demo:
-                tasks.create_task(_until_stopped(demo.show(conn, offline=offline, as_json=as_json), stop))
+                console = facts.get("api_url")
+                show = demo.show(conn, offline=offline, as_json=as_json, console=console)
+                tasks.create_task(_until_stopped(show, stop))
     print("codex-swarm stopped", flush=True)
     return 0
+
+
+async def _gateway(
+    tasks: asyncio.TaskGroup, conn: bus.Connection, settings: Settings, stop: asyncio.Event
+) -> dict[str, Any]:
+    """Start the gateway; once it listens, the API URL and, on the first start, the admin key."""
+    listening: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    tasks.create_task(gateway.run(conn, settings.gateway, stop, ready=listening.set_result))
+    url = await listening
+    issued = await keys.bootstrap(conn, demo.TENANT)
+    facts: dict[str, Any] = {"api_url": url, "docs_url": f"{url}/docs", "tenant": demo.TENANT}
+    if issued is not None:
+        facts["admin_key"] = issued.token
+    return facts
 
 
 async def _model(
@@ -135,19 +161,27 @@ def _announce(facts: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print(json.dumps({"event": "ready", **facts}), flush=True)
         return
-    print(
-        "codex-swarm is up\n"
-        f"  NATS (JetStream)  {facts['nats_url']}\n"
-        f"  data directory    {facts['data_dir']}\n"
+    lines = [
+        "codex-swarm is up",
+        f"  NATS (JetStream)  {facts['nats_url']}",
+        f"  data directory    {facts['data_dir']}",
         f"  log               stream {facts['stream']}: {facts['messages']} messages, "
-        f"last sequence {facts['last_seq']}\n"
-        f"  read models       {facts['projection']} (queries on swarmq.<tenant>.<query>)\n"
-        f"  sandbox           {facts['sandbox']}\n"
-        f"  model             {facts['model']}\n"
-        f"  logs              {facts['logs']}\n"
-        "Press Ctrl-C to stop.",
-        flush=True,
-    )
+        f"last sequence {facts['last_seq']}",
+        f"  read models       {facts['projection']} (queries on swarmq.<tenant>.<query>)",
+        f"  sandbox           {facts['sandbox']}",
+        f"  model             {facts['model']}",
+        f"  logs              {facts['logs']}",
+    ]
+    if "api_url" in facts:
+        lines.append(
+            f"  API               {facts['api_url']}/v1 (docs {facts['docs_url']}), tenant {facts['tenant']}"
+        )
+    if "admin_key" in facts:
+        lines += [
+            "  admin key         shown once, stored only as a hash; point the CLI at this system with:",
+            f"    export SWARM_CLIENT__URL={facts['api_url']} SWARM_CLIENT__KEY={facts['admin_key']}",
+        ]
+    print("\n".join([*lines, "Press Ctrl-C to stop."]), flush=True)
 
 
 def _say(message: str) -> None:

@@ -19,6 +19,7 @@ import os
 import re
 import secrets
 import socket
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from typing import Any
@@ -37,6 +38,7 @@ log = structlog.get_logger(__name__)
 
 RUN_LABEL = "swarm.run_id"
 BUILD_HINT = "build it with deploy/runner/build-local.sh (Podman) or `docker build deploy/runner`"
+_WAIT_ATTEMPTS = 100
 _NPROC = 1024  # per uid on the host, not per container: `pids_limit` is the per-run bound
 
 
@@ -264,8 +266,19 @@ class _Container:
         return await asyncio.to_thread(_engine_call, self._backend, self._result)
 
     def _result(self) -> Exit:
-        status = self._container.wait(timeout=None)
-        self._container.reload()
+        state = self._finished_state()
         stderr = self._container.logs(stdout=False, stderr=True, tail=100).decode(errors="replace")
-        oom = bool(self._container.attrs["State"].get("OOMKilled")) or _inside.OOM_MARKER in stderr
-        return Exit(code=status.get("StatusCode"), stderr=stderr, oom_killed=oom)
+        oom = bool(state.get("OOMKilled")) or _inside.OOM_MARKER in stderr
+        return Exit(code=state.get("ExitCode"), stderr=stderr, oom_killed=oom)
+
+    def _finished_state(self) -> dict[str, Any]:
+        """The container's state once it has really ended: under load, Podman's wait has been seen to
+        return before the process ran, so the state is read back until it says the process exited."""
+        for _ in range(_WAIT_ATTEMPTS):
+            self._container.wait(timeout=None)
+            self._container.reload()
+            state: dict[str, Any] = self._container.attrs["State"]
+            if not state.get("Running") and state.get("Status") in ("exited", "stopped", "dead"):
+                return state
+            time.sleep(0.1)
+        raise SandboxError(self._backend, f"the container never reported its exit (state {state})")

@@ -19,6 +19,7 @@ from executors.scripted.script import (
     Fail,
     FunctionCall,
     Item,
+    JsonAnswer,
     Message,
     Reasoning,
     Respond,
@@ -114,6 +115,8 @@ def item_json(item: Item, suffix: str) -> Json:
             return {"type": "reasoning", "id": f"rs_{suffix}", "summary": [_summary_part(summary)]}
         case Message(text=text):
             return {"type": "message", "id": f"msg_{suffix}", **_assistant(), "content": [_text_part(text)]}
+        case JsonAnswer(value=value):
+            return item_json(Message(text=json.dumps(value)), suffix)
         case _:
             assert_never(item)
 
@@ -138,6 +141,8 @@ def _deltas(item: Item, done: Json, where: Json) -> list[Json]:
             return _summary_events(summary, {**where, "summary_index": 0})
         case Message(text=text):
             return _text_events(text, {**where, "content_index": 0})
+        case JsonAnswer(value=value):
+            return _text_events(json.dumps(value), {**where, "content_index": 0})
         case _:
             assert_never(item)
 

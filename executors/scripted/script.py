@@ -3,7 +3,7 @@
 A script is a JSON file `{"description": ..., "turns": [...]}`. Each turn is tagged by `kind`:
 
 * `respond`: output items (tagged by `kind`: `exec_command`, `apply_patch`, `function_call`,
-  `reasoning`, `message`) streamed in order, then `response.completed` with `usage`;
+  `reasoning`, `message`, `json`) streamed in order, then `response.completed` with `usage`;
 * `fail`: `response.failed` carrying `response.error` {code, message};
 * `http_error`: an HTTP status with an OpenAI-style JSON error body.
 
@@ -72,7 +72,13 @@ class Message(_Strict, frozen=True, tag_field="kind", tag="message"):
     text: str
 
 
-Item: TypeAlias = ExecCommand | ApplyPatch | FunctionCall | Reasoning | Message
+class JsonAnswer(_Strict, frozen=True, tag_field="kind", tag="json"):
+    """A structured-output answer: an assistant message whose text is `value` as JSON."""
+
+    value: Any
+
+
+Item: TypeAlias = ExecCommand | ApplyPatch | FunctionCall | Reasoning | Message | JsonAnswer
 
 
 class Respond(_Strict, frozen=True, tag_field="kind", tag="respond"):

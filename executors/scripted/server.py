@@ -2,7 +2,9 @@
 
 `POST /v1/responses` answers the next turn of the selected script, as Server-Sent Events when the body
 asks for `stream: true` and as one response object otherwise. The header `x-swarm-script` picks the
-script, else a `[script:NAME]` marker in a user message, else the server default. Turns are
+script, else (for a structured-output request, `text.format.type` `json_schema`) the script named
+like the schema when there is one, else a `[script:NAME]` marker in a user message, else the server
+default. Turns are
 counted per conversation, keyed by `x-swarm-run`, else the
 `session-id` / `thread-id` Codex sends, else one global conversation. A conversation whose script is
 used up gets a final "script finished" message. Every request is recorded (`requests`,
@@ -147,11 +149,24 @@ class ScriptedModel:
         return web.Response(body=msgspec.json.encode(found), content_type="application/json")
 
     def _script_name(self, headers: Mapping[str, str], body: dict[str, Any]) -> str:
-        name = headers.get(SCRIPT_HEADER) or script_in_prompt(body) or self.default_script
+        name = (
+            headers.get(SCRIPT_HEADER)
+            or self._schema_script(body)
+            or script_in_prompt(body)
+            or self.default_script
+        )
         if name not in self.scripts:
             known = ", ".join(sorted(self.scripts))
             raise _BadRequest(400, f"unknown script {name!r} (known: {known})", "unknown_script")
         return name
+
+    def _schema_script(self, body: dict[str, Any]) -> str | None:
+        """The script named like a structured-output request's schema, if there is one."""
+        text = body.get("text")
+        form = text.get("format") if isinstance(text, dict) else None
+        if isinstance(form, dict) and form.get("type") == "json_schema" and form.get("name") in self.scripts:
+            return str(form["name"])
+        return None
 
     def _next_turn(self, conversation: str, name: str) -> tuple[int | None, Turn]:
         """Consume the conversation's next turn; `(None, FINISHED)` once the script is used up."""

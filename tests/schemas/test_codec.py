@@ -190,12 +190,53 @@ def _other_run_events() -> list[Message]:
     ]
 
 
+def _key_messages() -> list[Message]:
+    key_id = _IDS.new(Kind.KEY)
+    return [
+        schemas.CreateKey(**command_envelope(), key_id=key_id, name="ci", role="operator", secret_hash=SHA),
+        schemas.RevokeKey(**command_envelope(), key_id=key_id, reason="rotated"),
+        schemas.KeyCreated(
+            **event_envelope(), key_id=key_id, name="ci", role="viewer", secret_hash=SHA, expires_at=AT
+        ),
+        schemas.KeyRevoked(**event_envelope(), key_id=key_id),
+    ]
+
+
+def _pattern_messages() -> list[Message]:
+    pid = schemas.pattern_id_for(RUN_ID)
+    step = schemas.Step(kind="check", text="Run the checks", target="pytest -q")
+    variable = schemas.Variable(name="file_main", kind="path", example="src/main.py")
+    content = schemas.Content(name="fix", goal="fix it", summary="A fix.", steps=[step], variables=[variable])
+    provenance = schemas.Provenance(
+        run_id=RUN_ID, first_seq=3, last_seq=40, extractor_version="baseline-1", content_hash=SHA
+    )
+    applied = schemas.AppliedPattern(pattern_id=pid, version=2, selected_by="auto", score=0.7)
+    return [
+        schemas.ExtractPattern(**command_envelope(), pattern_id=pid, run_id=RUN_ID),
+        schemas.EditPattern(**command_envelope(), pattern_id=pid, name="better", steps=[step]),
+        schemas.RetirePattern(**command_envelope(), pattern_id=pid, reason="stale"),
+        schemas.RestorePattern(**command_envelope(), pattern_id=pid),
+        schemas.PatternExtracted(
+            **event_envelope(), pattern_id=pid, project_id=PROJECT_ID, task_type="code", content=content,
+            provenance=provenance, refinement="fallback", refinement_detail="not JSON",
+        ),
+        schemas.PatternEdited(
+            **event_envelope(), pattern_id=pid, version=2, content=content, content_hash=SHA
+        ),
+        schemas.PatternRetired(**event_envelope(), pattern_id=pid, reason="stale"),
+        schemas.PatternRestored(**event_envelope(), pattern_id=pid),
+        run_event(schemas.PatternApplied, patterns=[applied]),
+    ]  # fmt: skip
+
+
 SAMPLES: dict[type, Message] = {
     type(message): message
     for message in (
         _project_commands() + _run_commands() + _project_events() + _lifecycle_events() + _step_events()
     )
     + _other_run_events()
+    + _key_messages()
+    + _pattern_messages()
 }
 COMMAND_CLASSES: tuple[type, ...] = AnyCommand.__args__
 EVENT_CLASSES: tuple[type, ...] = AnyEvent.__args__
@@ -361,10 +402,9 @@ def test_subject_of_a_project_command_has_the_verb_last() -> None:
 def test_every_event_of_an_aggregate_shares_one_subject(cls: type) -> None:
     """Events go to `swarm.<tenant>.evt.<aggregate>.<id>`, one subject per aggregate."""
     event = sample(cls)
-    expected = (
-        f"swarm.acme.evt.run.{RUN_ID}" if event.AGGREGATE == "run" else f"swarm.acme.evt.project.{PROJECT_ID}"
-    )
-    assert subjects.of_event(event) == expected
+    assert subjects.of_event(event) == f"swarm.acme.evt.{event.AGGREGATE}.{event.aggregate_id}"
+    same = [sample(other) for other in EVENT_CLASSES if sample(other).AGGREGATE == event.AGGREGATE]
+    assert {subjects.of_event(other) for other in same} == {subjects.of_event(event)}
 
 
 @pytest.mark.parametrize("cls", ALL_CLASSES, ids=lambda cls: cls.__name__)

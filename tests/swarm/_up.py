@@ -34,9 +34,10 @@ class Up:
         return str(self.ready["nats_url"])
 
 
-async def start_up(data_dir: Path) -> Up:
+async def start_up(data_dir: Path, *extra: str) -> Up:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "swarm.cli", "up", "--data-dir", str(data_dir), "--port", "0", "--json",
+        sys.executable, "-m", "swarm.cli", "up", "--data-dir", str(data_dir), "--port", "0",
+        "--api-port", "0", "--json", *extra,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
@@ -56,6 +57,15 @@ async def interrupt(up: Up) -> int:
 
 def server_pids(data_dir: Path) -> list[int]:
     """nats-server processes started on this data directory (found through their command line)."""
+    return _pids("nats-server", data_dir)
+
+
+def podman_pids(data_dir: Path) -> list[int]:
+    """Podman API services `swarm up` started for this data directory."""
+    return _pids("podman", data_dir)
+
+
+def _pids(program: str, data_dir: Path) -> list[int]:
     pids = []
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
@@ -63,6 +73,6 @@ def server_pids(data_dir: Path) -> list[int]:
                 cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
             except OSError:
                 continue
-            if "nats-server" in cmdline and str(data_dir) in cmdline:
+            if program in cmdline and str(data_dir) in cmdline:
                 pids.append(int(proc.name))
     return pids

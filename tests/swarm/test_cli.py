@@ -6,16 +6,21 @@ import asyncio
 import datetime as dt
 import json
 import os
+import shutil
 import signal
+import subprocess
 import sys
 from pathlib import Path
+
+import aiohttp
 
 import bus
 import schemas
 from schemas import Kind
-from tests.swarm._up import Up, interrupt, server_pids, start_up, swarm
+from tests.swarm._up import Up, interrupt, podman_pids, server_pids, start_up, swarm
 
 NOW = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
+SAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sample-repo"
 
 
 def _start_command(tenant: str = "acme") -> schemas.StartRun:
@@ -39,32 +44,46 @@ async def _first_event(conn: bus.Connection, subject: str) -> schemas.AnyEvent:
 
 
 async def test_up_serves_stops_cleanly_and_resumes(up: Up, tmp_path: Path) -> None:
-    """`swarm up` provisions the log, runs the executor, stops without leftovers, and resumes with history."""
+    """`swarm up` serves the API, a CLI run completes, Ctrl-C leaves nothing, a restart shows the run."""
     data_dir = tmp_path / "data"
-    async with bus.connect(bus.Settings(url=up.url)) as conn:
-        info = await conn.js.stream_info("SWARM")
-        assert info.config.deny_delete
-        assert info.config.deny_purge
-        command = _start_command()
-        ack = await conn.log.send(command)
-        ended = await _first_event(conn, schemas.subjects.events("acme", "run", command.run_id))
-    assert isinstance(ended, schemas.RunFailed)  # the executor `up` runs: no such project
-    assert ended.reason is schemas.FailureReason.INVALID_REQUEST
-    assert server_pids(data_dir)
+    api, key = str(up.ready["api_url"]), str(up.ready["admin_key"])
+    async with aiohttp.ClientSession() as http, http.get(f"{api}/healthz") as health:
+        assert health.status == 200
+    cli = {"SWARM_CLIENT__URL": api, "SWARM_CLIENT__KEY": key}
+    created = await asyncio.to_thread(
+        swarm, "projects", "create", "--name", "sample", "--path", str(SAMPLE), "--json", env=cli
+    )
+    assert created.returncode == 0, created.stderr
+    project_id = json.loads(created.stdout)["id"]
+    ran = await asyncio.to_thread(
+        swarm, "run", "[script:hello] say hello", "--project", project_id, "--watch", "--json", env=cli
+    )
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    frames = [json.loads(line) for line in ran.stdout.splitlines()]
+    assert frames[-1]["type"] == "end"
+    run_id = frames[0]["id"]
+    assert "run.command_executed" in [frame.get("event_type") for frame in frames]
+
     healthy = await asyncio.to_thread(swarm, "status", "--json", env={"SWARM_BUS__URL": up.url})
     assert healthy.returncode == 0, healthy.stdout + healthy.stderr
     report = json.loads(healthy.stdout)
     assert report["missing"] == []
     assert {"executors", "registry"} <= {consumer["name"] for consumer in report["stream"]["consumers"]}
-    assert [service["name"] for service in report["services"]] == ["projectors"]
+    last_seq = report["stream"]["last_seq"]
+    assert server_pids(data_dir)
 
     assert await interrupt(up) == 0
     assert server_pids(data_dir) == []
+    assert podman_pids(data_dir) == []
 
     again = await start_up(data_dir)
     try:
-        assert again.ready["messages"] == 2
-        assert again.ready["last_seq"] == ack.seq + 1
+        assert again.ready["last_seq"] == last_seq
+        assert "admin_key" not in again.ready  # shown once, on the first start only
+        cli["SWARM_CLIENT__URL"] = str(again.ready["api_url"])
+        shown = await asyncio.to_thread(swarm, "show", run_id, "--json", env=cli)
+        assert shown.returncode == 0, shown.stderr
+        assert json.loads(shown.stdout)["status"] == "succeeded"
     finally:
         assert await interrupt(again) == 0
 
@@ -198,3 +217,30 @@ async def test_status_names_the_roles_without_replicas(
     assert result.returncode == 1
     assert "stream SWARM: 0 messages" in result.stdout
     assert "MISSING   projector" in result.stdout
+
+
+def test_completion_script_is_valid_bash_and_knows_the_commands() -> None:
+    """`swarm completion bash` prints a script bash accepts, naming commands and their options."""
+    result = swarm("completion", "bash")
+    assert result.returncode == 0, result.stderr
+    assert "complete -o default -F _swarm swarm" in result.stdout
+    assert "--auto-patterns" in result.stdout
+    assert " up " in result.stdout
+    checked = subprocess.run(
+        [shutil.which("bash") or "/bin/bash", "-n"],
+        input=result.stdout,
+        text=True,
+        capture_output=True,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stderr
+
+
+def test_templates_are_listed_with_their_task_types() -> None:
+    """`swarm templates` lists every run template (data in swarm/templates.json)."""
+    result = swarm("templates")
+    assert result.returncode == 0, result.stderr
+    names = [line.split()[0] for line in result.stdout.splitlines()]
+    assert names == sorted(
+        ["test", "lint", "format", "document", "analyse", "refactor", "security-review", "dependency-update"]
+    )

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import duckdb
+import pytest
 
 import bus
-from tests.swarm._up import Up, interrupt, swarm
+from tests.swarm._up import Up, interrupt, start_up, swarm
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "run_lifecycle.jsonl"
 
@@ -34,6 +36,16 @@ async def _projected(env: dict[str, str], seq: int) -> dict[str, object]:
             if manifest["last_seq"] == seq:
                 return manifest
             await asyncio.sleep(0.2)
+
+
+@pytest.fixture
+async def up(tmp_path: Path) -> AsyncIterator[Up]:
+    """`swarm up` with the projector alone: an executor would act on the golden log's commands."""
+    running = await start_up(tmp_path / "data", "--roles", "projector")
+    yield running
+    if running.process.returncode is None:
+        running.process.kill()
+        await running.process.wait()
 
 
 async def test_projection_commands_against_a_running_system(up: Up, tmp_path: Path) -> None:

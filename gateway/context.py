@@ -1,0 +1,22 @@
+"""The application's typed keys: what every handler may take from `request.app`."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+import bus
+from gateway.keys_cache import KeyCache
+from gateway.limits import RateLimiter
+from gateway.metrics import Metrics
+from gateway.settings import Settings
+from gateway.tickets import Tickets
+
+CONN = web.AppKey("conn", bus.Connection)
+SETTINGS = web.AppKey("settings", Settings)
+KEYS = web.AppKey("keys", KeyCache)
+LIMITER = web.AppKey("limiter", RateLimiter)
+METRICS = web.AppKey("metrics", Metrics)
+TICKETS = web.AppKey("tickets", Tickets)
+STOPPING = web.AppKey("stopping", asyncio.Event)  # set when the replica shuts down: sockets say goodbye

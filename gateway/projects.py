@@ -1,0 +1,95 @@
+"""Projects: create, update, archive (commands) and list, get (queries)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway import commands
+from gateway.auth import requires
+from gateway.bodies import (
+    CreateProjectBody,
+    ReasonBody,
+    Strict,
+    UpdateProjectBody,
+    body,
+    path,
+    query,
+    source,
+)
+from gateway.http import conn, envelope, ids, read, wait_seconds
+from schemas import ArchiveProject, CreateProject, Kind, UpdateProject
+from schemas.queries import GetProject, ListProjects
+from schemas.types import ProjectId
+
+routes = web.RouteTableDef()
+
+
+@routes.post("/v1/projects")
+@requires("command")
+async def create(request: web.Request) -> web.Response:
+    given = await body(request, CreateProjectBody)
+    command = CreateProject(
+        **envelope(request),
+        project_id=ids.new(Kind.PROJECT),
+        name=given.name,
+        source=source(given.source),
+        description=given.description,
+        default_task_type=given.default_task_type,
+    )
+    return await _issue(request, command)
+
+
+@routes.patch("/v1/projects/{project_id}")
+@requires("command")
+async def update(request: web.Request) -> web.Response:
+    project_id = path(request, "project_id", ProjectId)
+    given = await body(request, UpdateProjectBody)
+    command = UpdateProject(
+        **envelope(request),
+        project_id=project_id,
+        name=given.name,
+        source=None if given.source is None else source(given.source),
+        description=given.description,
+        default_task_type=given.default_task_type,
+    )
+    return await _issue(request, command)
+
+
+@routes.post("/v1/projects/{project_id}/archive")
+@requires("command")
+async def archive(request: web.Request) -> web.Response:
+    project_id = path(request, "project_id", ProjectId)
+    given = await body(request, ReasonBody, optional=True)
+    return await _issue(
+        request, ArchiveProject(**envelope(request), project_id=project_id, reason=given.reason)
+    )
+
+
+async def _issue(
+    request: web.Request, command: CreateProject | UpdateProject | ArchiveProject
+) -> web.Response:
+    submitted = await commands.submit(conn(request), command, commands.idempotency_key(request))
+    first = submitted.command
+    assert isinstance(first, CreateProject | UpdateProject | ArchiveProject)
+    found = await commands.outcome(
+        conn(request),
+        commands.event_subject(first),
+        submitted.seq,
+        commands.caused_by(first),
+        wait_seconds(request),
+    )
+    return commands.answer(submitted, first.project_id, f"/v1/projects/{first.project_id}", found)
+
+
+@routes.get("/v1/projects")
+@requires("read")
+async def list_(request: web.Request) -> web.Response:
+    return await read(request, "list_projects", query(request, ListProjects))
+
+
+@routes.get("/v1/projects/{project_id}")
+@requires("read")
+async def get(request: web.Request) -> web.Response:
+    project_id = path(request, "project_id", ProjectId)
+    query(request, Strict)  # refuses unknown parameters
+    return await read(request, "get_project", GetProject(project_id=project_id))

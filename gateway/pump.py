@@ -1,0 +1,96 @@
+"""One WebSocket's outgoing side: a bounded queue of frames, a writer, position frames, and the close.
+
+The producer (`offer`) never waits: when the client has fallen `queue` frames behind, the socket is
+closed with `SLOW` and the last sequence it was sent, so memory per socket stays bounded and the client
+can resume from exactly there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import datetime
+
+import msgspec
+from aiohttp import web
+
+from gateway.metrics import Metrics
+
+# Close codes (README, "WebSocket protocol").
+NORMAL = 1000  # the run ended: the final frame was sent
+GOING_AWAY = 1001  # the replica is shutting down: reconnect (to any replica) with after_seq
+BAD_REQUEST = 4400  # the first frame or a parameter is not valid
+AUTH_FAILED = 4401  # no valid key or ticket, or the key may not read
+NOT_FOUND = 4404  # no such run in the key's tenant
+RESYNC = 4409  # after_seq is beyond the log: fetch the state over REST and start again
+SLOW = 4429  # the client fell behind: reconnect with after_seq = the last seq received
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="event"):
+    seq: int
+    event_type: str
+    event: msgspec.Raw
+
+
+class Position(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="position"):
+    seq: int  # everything up to here has been considered for this socket: resume with after_seq=seq
+
+
+class End(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="end"):
+    seq: int
+    status: str
+
+
+class Ready(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="ready"):
+    after_seq: int
+    head: int  # the log's last sequence when the socket opened
+    recovered: bool  # False: events after `after_seq` were already removed by retention
+    run_id: str | None = None
+
+
+Frame = Ready | Event | Position | End
+_encoder = msgspec.json.Encoder()
+
+
+class Pump:
+    def __init__(self, ws: web.WebSocketResponse, metrics: Metrics, *, queue: int, every: float) -> None:
+        self._ws = ws
+        self._metrics = metrics
+        self._queue: asyncio.Queue[tuple[Frame, datetime | None]] = asyncio.Queue(maxsize=queue)
+        self._every = every
+        self.considered = 0  # the last sequence the producer looked at (sent or filtered out)
+        self.sent = 0  # the last sequence written to the socket
+        self.overflowed = asyncio.Event()
+        self.finished = asyncio.Event()
+
+    def offer(self, frame: Frame, stored_at: datetime | None = None) -> bool:
+        """Queue a frame; False (and `overflowed` set) when the client is too far behind."""
+        try:
+            self._queue.put_nowait((frame, stored_at))
+        except asyncio.QueueFull:
+            self.overflowed.set()
+            return False
+        return True
+
+    def skip(self, seq: int) -> None:
+        self.considered = seq
+
+    async def write(self) -> None:
+        """Send queued frames until an `End` frame has gone out."""
+        while True:
+            frame, stored_at = await self._queue.get()
+            await self._ws.send_str(_encoder.encode(frame).decode())
+            if isinstance(frame, Event):
+                self.sent = frame.seq
+                self._metrics.frames_sent += 1
+                if stored_at is not None:
+                    self._metrics.relay_lag.observe(max(0.0, time.time() - stored_at.timestamp()))
+            if isinstance(frame, End):
+                self.finished.set()
+                return
+
+    async def tick(self) -> None:
+        """A position frame every `every` seconds, so a quiet socket still has a resume point."""
+        while True:
+            await asyncio.sleep(self._every)
+            self.offer(Position(seq=self.considered))

@@ -1,0 +1,246 @@
+"""The WebSocket relay: one run's events (`/v1/runs/{run_id}/events`) and the tenant feed (`/v1/events`).
+
+Replay and live come from one ordered consumer that starts after `after_seq`, so there is no gap and no
+duplicate between them. Authentication is a single-use ticket (`?ticket=`, from `POST /v1/tickets`) or
+the first frame `{"type": "auth", "key": "...", "after_seq": N}`; a long-lived key never goes in a URL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Annotated
+
+import msgspec
+import structlog
+from aiohttp import WSMsgType, web
+from msgspec import Meta
+
+import bus
+from gateway import feed
+from gateway.auth import Principal, authenticate
+from gateway.context import CONN, KEYS, METRICS, SETTINGS, STOPPING, TICKETS
+from gateway.metrics import Metrics
+from gateway.problems import Problem
+from gateway.pump import (
+    AUTH_FAILED,
+    BAD_REQUEST,
+    GOING_AWAY,
+    NORMAL,
+    NOT_FOUND,
+    RESYNC,
+    SLOW,
+    End,
+    Event,
+    Pump,
+    Ready,
+)
+from schemas import subjects
+from schemas.types import RunId
+
+log = structlog.get_logger(__name__)
+routes = web.RouteTableDef()
+
+TERMINAL = {"run.succeeded", "run.failed", "run.cancelled", "run.timed_out"}
+_MAX_FRAME = 16 * 1_024
+
+
+class AuthFrame(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    type: Annotated[str, Meta(pattern="^auth$")]
+    key: Annotated[str, Meta(max_length=200)]
+    after_seq: Annotated[int, Meta(ge=0)] | None = None
+
+
+class _Tag(msgspec.Struct):
+    type: str = ""
+
+
+class Closed(Exception):
+    """Close the socket with this code and reason."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+_tag = msgspec.json.Decoder(_Tag)
+
+
+Start = Callable[[Principal, int], Awaitable[tuple[str, int]]]
+"""Given the caller and its after_seq: the subject to follow and where to start (or `Closed`)."""
+
+
+@routes.get("/v1/runs/{run_id}/events")
+async def run_events(request: web.Request) -> web.StreamResponse:
+    run_id = request.match_info["run_id"]
+
+    async def start(who: Principal, after_seq: int) -> tuple[str, int]:
+        if not _valid(run_id, RunId):
+            raise Closed(BAD_REQUEST, "run_id is not a run id")
+        if not await _run_exists(request.app[CONN], who.tenant, run_id):
+            raise Closed(NOT_FOUND, "no such run")
+        return subjects.events(who.tenant, "run", run_id), after_seq
+
+    return await _serve(request, run_id, start, run_id=run_id)
+
+
+@routes.get("/v1/events")
+async def tenant_events(request: web.Request) -> web.StreamResponse:
+    """Every event of the caller's tenant, live (or from `after_seq`), filtered by project and type."""
+    filters = feed.Filters.of(request.query)
+
+    async def start(who: Principal, after_seq: int) -> tuple[str, int]:
+        after = after_seq if "after_seq" in request.query or after_seq else await request.app[CONN].log.end()
+        request["feed"] = feed.Feed(request.app[CONN], who.tenant, filters)
+        return subjects.tenant_log(who.tenant), after
+
+    return await _serve(request, "feed", start)
+
+
+async def _serve(
+    request: web.Request, scope: str, start: Start, run_id: str | None = None
+) -> web.StreamResponse:
+    app = request.app
+    after_seq = _after_seq(request)
+    ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=_MAX_FRAME)
+    await ws.prepare(request)
+    app[METRICS].sockets_open += 1
+    try:
+        who, after_seq = await _authenticate(request, ws, scope, after_seq)
+        subject, after_seq = await start(who, after_seq)
+        await _relay(request, ws, subject, after_seq, run_id)
+    except Closed as exc:
+        await ws.close(code=exc.code, message=exc.reason.encode()[:120])
+    finally:
+        app[METRICS].sockets_open -= 1
+    return ws
+
+
+def _after_seq(request: web.Request) -> int:
+    raw = request.query.get("after_seq", "0")
+    if not raw.isdigit() or len(raw) > 19:
+        raise Problem("invalid-request", "after_seq must be a non-negative integer")
+    return int(raw)
+
+
+async def _authenticate(
+    request: web.Request, ws: web.WebSocketResponse, scope: str, after_seq: int
+) -> tuple[Principal, int]:
+    app = request.app
+    ticket = request.query.get("ticket")
+    if ticket is not None:
+        key_id = app[TICKETS].redeem(ticket, scope)
+        state = app[KEYS].get(key_id) if key_id else None
+        if state is None or not state.usable(datetime.now(UTC)):
+            raise Closed(AUTH_FAILED, "the ticket is not valid, expired or already used")
+        who = Principal(key_id=state.key_id, tenant=state.tenant, role=state.role, name=state.name)
+    else:
+        frame = await _first_frame(ws, app[SETTINGS].ws_auth_timeout)
+        try:
+            who = await authenticate(app[KEYS], frame.key)
+        except Problem as exc:
+            raise Closed(AUTH_FAILED, exc.detail) from None
+        after_seq = frame.after_seq if frame.after_seq is not None else after_seq
+    if not who.can("read"):
+        raise Closed(AUTH_FAILED, "this key may not read")
+    return who, after_seq
+
+
+async def _first_frame(ws: web.WebSocketResponse, within: float) -> AuthFrame:
+    try:
+        async with asyncio.timeout(within):
+            message = await ws.receive()
+    except TimeoutError:
+        raise Closed(AUTH_FAILED, "no auth frame in time") from None
+    if message.type is not WSMsgType.TEXT:
+        raise Closed(AUTH_FAILED, "the first frame must be a text auth frame")
+    try:
+        return msgspec.json.decode(message.data, type=AuthFrame)
+    except msgspec.MsgspecError:
+        raise Closed(BAD_REQUEST, 'the first frame must be {"type": "auth", "key": ...}') from None
+
+
+async def _run_exists(conn: bus.Connection, tenant: str, run_id: str) -> bool:
+    if await conn.log.last(subjects.commands(tenant, "run", run_id, "start")) is not None:
+        return True
+    return await conn.log.last(subjects.events(tenant, "run", run_id)) is not None
+
+
+async def _relay(
+    request: web.Request, ws: web.WebSocketResponse, subject: str, after_seq: int, run_id: str | None
+) -> None:
+    app = request.app
+    conn, settings = app[CONN], app[SETTINGS]
+    head, first = await conn.log.end(), await conn.log.first()
+    if after_seq > head:
+        raise Closed(RESYNC, f"after_seq {after_seq} is beyond the log (at {head})")
+    recovered = after_seq == 0 or after_seq + 1 >= first
+    pump = Pump(ws, app[METRICS], queue=settings.ws_queue, every=settings.ws_position_every)
+    pump.considered = after_seq
+    pump.offer(Ready(after_seq=after_seq, head=head, recovered=recovered, run_id=run_id))
+    tasks = {
+        asyncio.ensure_future(_produce(request, pump, subject, after_seq, run_id is not None)),
+        asyncio.ensure_future(pump.write()),
+        asyncio.ensure_future(pump.tick()),
+        asyncio.ensure_future(pump.overflowed.wait()),
+        asyncio.ensure_future(app[STOPPING].wait()),
+        asyncio.ensure_future(_drain_incoming(ws)),
+    }
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    await _close(ws, pump, app[STOPPING].is_set(), app[METRICS])
+
+
+async def _close(ws: web.WebSocketResponse, pump: Pump, stopping: bool, metrics: Metrics) -> None:
+    if pump.finished.is_set():
+        await ws.close(code=NORMAL, message=b"run finished")
+    elif pump.overflowed.is_set():
+        metrics.sockets_cut_slow += 1
+        await ws.close(code=SLOW, message=f"too slow; resume with after_seq={pump.sent}".encode())
+    elif stopping:
+        await ws.close(
+            code=GOING_AWAY, message=f"server going away; resume with after_seq={pump.sent}".encode()
+        )
+    elif not ws.closed:
+        await ws.close()
+
+
+async def _produce(request: web.Request, pump: Pump, subject: str, after_seq: int, is_run: bool) -> None:
+    conn = request.app[CONN]
+    chosen: feed.Feed | None = request.get("feed")
+    async for record in conn.log.follow(subject, after_seq=after_seq):
+        event_type = _tag.decode(record.data).type
+        if chosen is not None and not await chosen.wanted(record, event_type):
+            pump.skip(record.seq)
+            continue
+        if not pump.offer(
+            Event(seq=record.seq, event_type=event_type, event=msgspec.Raw(record.data)), record.time
+        ):
+            return
+        pump.skip(record.seq)
+        if is_run and event_type in TERMINAL:
+            pump.offer(End(seq=record.seq, status=event_type.removeprefix("run.")))
+            await pump.finished.wait()
+            return
+
+
+async def _drain_incoming(ws: web.WebSocketResponse) -> None:
+    """Read (and ignore) client frames, so pings are answered and a client's close is seen."""
+    with contextlib.suppress(Exception):
+        async for _ in ws:
+            pass
+
+
+def _valid(value: str, kind: object) -> bool:
+    try:
+        msgspec.convert(value, kind)
+    except msgspec.ValidationError:
+        return False
+    return True

@@ -1,0 +1,113 @@
+"""The WebSocket relay: replay then live with no gap or duplicate, resume, tickets and close codes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from aiohttp import ClientWebSocketResponse, WSMsgType
+
+from tests.gateway._runs import FakeExecutor
+from tests.gateway.conftest import TENANT, System
+from tests.gateway.test_commands import create_project, start_run
+
+
+async def frames(ws: ClientWebSocketResponse, until: str, within: float = 10.0) -> list[dict[str, Any]]:
+    """Frames until one of type `until` (included) or the close."""
+    got: list[dict[str, Any]] = []
+    async with asyncio.timeout(within):
+        async for message in ws:
+            if message.type is not WSMsgType.TEXT:
+                break
+            got.append(json.loads(message.data))
+            if got[-1]["type"] == until:
+                break
+    return got
+
+
+async def open_run_socket(system: System, run_id: str, after_seq: int = 0) -> ClientWebSocketResponse:
+    ws = await system.client.ws_connect(f"/v1/runs/{run_id}/events")
+    await ws.send_json({"type": "auth", "key": system.admin, "after_seq": after_seq})
+    return ws
+
+
+async def test_disconnect_mid_run_and_resume_sees_every_event_once_in_order(system: System) -> None:
+    """Read part of a run, drop the socket, append more, resume with after_seq: the union is the whole run."""
+    run = await start_run(system, await create_project(system))
+    executor = FakeExecutor(system.conn, TENANT, run["id"])
+    await executor.start()
+    for n in range(5):
+        await executor.message(n)
+    ws = await open_run_socket(system, run["id"])
+    first = [f for f in await frames(ws, "event") if f["type"] == "event"]
+    for _ in range(2):
+        first += [f for f in await frames(ws, "event") if f["type"] == "event"]
+    await ws.close()
+    for n in range(5, 10):
+        await executor.message(n)
+    await executor.succeed()
+    ws = await open_run_socket(system, run["id"], after_seq=first[-1]["seq"])
+    rest = await frames(ws, "end")
+    ready = rest[0]
+    assert ready["type"] == "ready"
+    assert ready["recovered"] is True
+    events = first + [f for f in rest if f["type"] == "event"]
+    assert [f["seq"] for f in events] == executor.seqs
+    assert all(f["event_type"] and f["event"]["type"] == f["event_type"] for f in events)
+    assert rest[-1] == {"type": "end", "seq": executor.seqs[-1], "status": "succeeded"}
+    closed = await ws.receive()
+    assert closed.type is WSMsgType.CLOSE
+    assert closed.data == 1000
+
+
+async def test_live_events_arrive_after_the_replay(system: System) -> None:
+    """A socket opened before the run starts gets each event as it is appended, then the end frame."""
+    run = await start_run(system, await create_project(system))
+    ws = await open_run_socket(system, run["id"])
+    assert (await frames(ws, "ready"))[-1]["recovered"] is True
+    executor = FakeExecutor(system.conn, TENANT, run["id"])
+    await executor.start()
+    assert (await frames(ws, "event"))[-1]["event_type"] == "run.started"
+    await executor.succeed()
+    assert [f["type"] for f in await frames(ws, "end")] == ["event", "end"]
+
+
+async def test_tickets_are_single_use_and_scoped(system: System) -> None:
+    """A ticket opens its run's socket once; reusing it, or using it for another run, closes with 4401."""
+    run = await start_run(system, await create_project(system))
+    made = await system.client.post("/v1/tickets", json={"run_id": run["id"]}, headers=system.auth())
+    ticket = (await made.json())["ticket"]
+    ws = await system.client.ws_connect(f"/v1/runs/{run['id']}/events?ticket={ticket}")
+    assert (await frames(ws, "ready"))[-1]["type"] == "ready"
+    await ws.close()
+    again = await system.client.ws_connect(f"/v1/runs/{run['id']}/events?ticket={ticket}")
+    closed = await again.receive()
+    assert closed.type is WSMsgType.CLOSE
+    assert closed.data == 4401
+
+
+@pytest.mark.parametrize(
+    ("auth", "code"),
+    [({"type": "auth", "key": "key_x.nope"}, 4401), ({"hello": 1}, 4400)],
+)
+async def test_bad_auth_frames_close_with_their_code(system: System, auth: dict[str, Any], code: int) -> None:
+    """A wrong key closes with 4401 and a malformed first frame with 4400, before any event."""
+    run = await start_run(system, await create_project(system))
+    ws = await system.client.ws_connect(f"/v1/runs/{run['id']}/events")
+    await ws.send_json(auth)
+    closed = await ws.receive()
+    assert closed.type is WSMsgType.CLOSE
+    assert closed.data == code
+
+
+async def test_unknown_run_and_cursor_beyond_the_log_close_with_their_codes(system: System) -> None:
+    """Another tenant's (or no) run closes with 4404; an after_seq past the log's end with 4409."""
+    run = await start_run(system, await create_project(system))
+    other = await system.key("viewer", tenant="globex")
+    ws = await system.client.ws_connect(f"/v1/runs/{run['id']}/events")
+    await ws.send_json({"type": "auth", "key": other})
+    assert (await ws.receive()).data == 4404
+    ws = await open_run_socket(system, run["id"], after_seq=10_000_000)
+    assert (await ws.receive()).data == 4409

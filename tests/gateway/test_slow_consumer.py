@@ -1,0 +1,70 @@
+"""A slow WebSocket client is cut with a resumable close code, and the gateway's memory stays bounded."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import tracemalloc
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from aiohttp import WSMsgType
+
+import gateway
+from gateway.context import METRICS
+from schemas import AgentMessage, Body, IdSource, Kind
+from tests.gateway._runs import FakeExecutor
+from tests.gateway.conftest import TENANT, System
+from tests.gateway.test_commands import create_project, start_run
+
+ids = IdSource()
+QUEUE = 8
+
+
+@pytest.fixture
+def gateway_settings() -> gateway.Settings:
+    return gateway.Settings(port=0, ws_queue=QUEUE)
+
+
+async def test_a_slow_consumer_is_cut_with_a_resumable_code(system: System) -> None:
+    """A client that reads nothing while a run floods 12 MB is closed with 4429 and its resume point,
+    and once it is cut the gateway holds none of what was flooded."""
+    run = await start_run(system, await create_project(system))
+    executor = FakeExecutor(system.conn, TENANT, run["id"])
+    await executor.start()
+    ws = await system.client.ws_connect(f"/v1/runs/{run['id']}/events", max_msg_size=0)
+    await ws.send_json({"type": "auth", "key": system.admin})
+    tracemalloc.start(40)
+    big = "x" * 60_000
+    for n in range(200):
+        event = AgentMessage(
+            id=ids.new(Kind.EVENT),
+            at=datetime.now(UTC),
+            tenant=TENANT,
+            actor="exe_test",
+            run_id=run["id"],
+            item_id=f"b{n}",
+            text=Body(text=big),
+        )
+        executor.at = await system.conn.log.append(event, executor.at)
+    closed: Any = None
+    async with asyncio.timeout(30):
+        while closed is None:
+            message = await ws.receive()
+            if message.type in {WSMsgType.CLOSE, WSMsgType.CLOSED}:
+                closed = message
+    assert closed.data == 4429
+    assert "after_seq=" in (closed.extra or "")
+    metrics = system.client.app[METRICS]  # type: ignore[index]
+    async with asyncio.timeout(10):
+        while metrics.sockets_open:  # noqa: ASYNC110  # the server side finishes its close
+            await asyncio.sleep(0.01)
+    gc.collect()
+    # What is still allocated with the gateway on the stack (this process also runs the projector).
+    held = tracemalloc.take_snapshot().filter_traces(
+        [tracemalloc.Filter(True, "*/gateway/*", all_frames=True)]
+    )
+    tracemalloc.stop()
+    assert metrics.sockets_cut_slow == 1
+    assert sum(stat.size for stat in held.statistics("filename")) < 1_000_000  # of the 12 MB flooded
