@@ -42,6 +42,7 @@ from schemas.types import RunId
 
 log = structlog.get_logger(__name__)
 routes = web.RouteTableDef()
+FEED = web.RequestKey("feed", feed.Feed)  # the tenant feed's filters, on its request
 
 TERMINAL = {"run.succeeded", "run.failed", "run.cancelled", "run.timed_out"}
 _MAX_FRAME = 16 * 1_024
@@ -94,7 +95,7 @@ async def tenant_events(request: web.Request) -> web.StreamResponse:
 
     async def start(who: Principal, after_seq: int) -> tuple[str, int]:
         after = after_seq if "after_seq" in request.query or after_seq else await request.app[CONN].log.end()
-        request["feed"] = feed.Feed(request.app[CONN], who.tenant, filters)
+        request[FEED] = feed.Feed(request.app[CONN], who.tenant, filters)
         return subjects.tenant_log(who.tenant), after
 
     return await _serve(request, "feed", start)
@@ -214,7 +215,7 @@ async def _close(ws: web.WebSocketResponse, pump: Pump, stopping: bool, metrics:
 
 async def _produce(request: web.Request, pump: Pump, subject: str, after_seq: int, is_run: bool) -> None:
     conn = request.app[CONN]
-    chosen: feed.Feed | None = request.get("feed")
+    chosen: feed.Feed | None = request.get(FEED)
     async for record in conn.log.follow(subject, after_seq=after_seq):
         event_type = _tag.decode(record.data).type
         if chosen is not None and not await chosen.wanted(record, event_type):
