@@ -244,3 +244,29 @@ def test_templates_are_listed_with_their_task_types() -> None:
     assert names == sorted(
         ["test", "lint", "format", "document", "analyse", "refactor", "security-review", "dependency-update"]
     )
+
+
+async def test_keys_commands_bootstrap_create_list_and_revoke(bus_settings: bus.Settings) -> None:
+    """`swarm keys`: bootstrap once, create, list without secrets, revoke; a bad tenant is a clear error."""
+    env = {"SWARM_BUS__URL": bus_settings.url}
+    first = await asyncio.to_thread(swarm, "keys", "bootstrap", "--tenant", "acme", "--json", env=env)
+    assert first.returncode == 0, first.stderr
+    admin = json.loads(first.stdout)
+    again = await asyncio.to_thread(swarm, "keys", "bootstrap", "--tenant", "acme", "--json", env=env)
+    assert again.returncode == 1
+    assert "already has an admin key" in again.stdout
+    made = await asyncio.to_thread(
+        swarm, "keys", "create", "--tenant", "acme", "--name", "ci", "--role", "viewer", "--json", env=env
+    )
+    assert made.returncode == 0, made.stderr
+    viewer = json.loads(made.stdout)
+    listed = await asyncio.to_thread(swarm, "keys", "list", "--tenant", "acme", env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert viewer["key_id"] in listed.stdout
+    assert viewer["token"] not in listed.stdout
+    assert admin["token"] not in listed.stdout
+    revoked = await asyncio.to_thread(swarm, "keys", "revoke", "--tenant", "acme", viewer["key_id"], env=env)
+    assert revoked.returncode == 0, revoked.stderr
+    bad = await asyncio.to_thread(swarm, "keys", "list", "--tenant", "Not A Tenant", env=env)
+    assert bad.returncode == 2
+    assert "Traceback" not in bad.stderr
