@@ -168,6 +168,10 @@ _ALL_TIME = {
     "ORDER BY runs DESC, failure_reason LIMIT $rows",
     "queue_waits": "SELECT project_id, runs, p50_ms, p95_ms, max_ms FROM queue_waits "
     "WHERE tenant = $tenant ORDER BY project_id LIMIT $rows",
+    "patterns": "SELECT p.pattern_id, p.name, p.task_type, p.status, s.uses, s.success_rate, s.uplift, "
+    "s.duration_saved_ms, s.tokens_saved, s.last_used_at, s.flagged FROM patterns p JOIN pattern_stats s "
+    "ON s.tenant = p.tenant AND s.pattern_id = p.pattern_id WHERE p.tenant = $tenant "
+    "ORDER BY s.flagged DESC, s.uses DESC, p.pattern_id LIMIT $rows",
 }
 
 

@@ -48,7 +48,8 @@ async def show(
     ending = await _follow(conn, command, as_json)
     await _conclude(conn, command, ending, as_json)
     if console and not as_json:
-        print(f"the run over the API: {console}/v1/runs/{command.run_id} (swarm show {command.run_id})")
+        page = f"{console}/console/#run/{command.run_id}"
+        print(f"see it in the console: {page} (or `swarm show {command.run_id}`)")
     return ending
 
 

@@ -109,7 +109,11 @@ async def dispatch(args: argparse.Namespace, settings: ClientSettings) -> int:
                 path = f"/v1/runs/{args.run_id}/cancel"
                 return _print(await api.post(path, {"reason": args.reason} if args.reason else {}), args.json)
             case _:
-                return _print(await _read(api, args), args.json)
+                data = await _read(api, args)
+                if not args.json and (tables := _tables(args, data)) is not None:
+                    print(tables)
+                    return 0
+                return _print(data, args.json)
 
 
 async def _run(api: Client, args: argparse.Namespace) -> int:
@@ -239,6 +243,41 @@ def _preview(pattern: dict[str, Any]) -> str:
     }
     content = msgspec.convert(fields, Content)
     return render_pattern(content, pattern_id=pattern["pattern_id"], version=int(pattern["version"]))
+
+
+_COLUMNS = {
+    "ls": ("run_id", "status", "task_type", "progress_pct", "duration_ms", "tokens_in", "tokens_out"),
+    "projects": ("project_id", "name", "status", "source_kind", "default_task_type"),
+    "patterns": ("pattern_id", "name", "task_type", "version", "status", "uses", "success_rate", "uplift"),
+}
+
+
+def _tables(args: argparse.Namespace, data: Any) -> str | None:
+    """Lists and the dashboard as aligned text tables; `None` for what is better shown as JSON."""
+    if args.command == "stats":
+        return "\n\n".join(f"{name}\n{_table(rows)}" for name, rows in data.items() if rows)
+    columns = _COLUMNS.get(args.command)
+    if columns is None or getattr(args, "action", "ls") != "ls" or not isinstance(data, dict):
+        return None
+    return _table([{column: item.get(column) for column in columns} for item in data.get("items", [])])
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "(none)"
+    columns = list(rows[0])
+    cells = [[_cell(row.get(column)) for column in columns] for row in rows]
+    widths = [max(len(column), *(len(line[i]) for line in cells)) for i, column in enumerate(columns)]
+    lines = [columns, *cells]
+    return "\n".join(
+        "  ".join(value.ljust(width) for value, width in zip(line, widths, strict=True)) for line in lines
+    )
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return "" if value is None else str(value)
 
 
 def _print(data: Any, as_json: bool) -> int:

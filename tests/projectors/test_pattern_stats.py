@@ -123,8 +123,10 @@ def stats(tmp_path: Path) -> tuple[Log, dict[str, dict[str, Any]]]:
         with store.cursor() as cur:
             listed = answer(cur, "acme", "list_patterns", b"{}")["items"]
             got = answer(cur, "acme", "get_pattern", msgspec.json.encode({"pattern_id": first}))
+            dashboard = answer(cur, "acme", "stats", b"{}")["patterns"]
     rows = {row["pattern_id"]: row for row in listed}
     rows["got"] = got
+    rows["dashboard"] = {"order": [row["pattern_id"] for row in dashboard]}
     rows["first"], rows["second"] = rows[first], rows[second]
     return log, rows
 
@@ -152,6 +154,12 @@ def test_negative_uplift_over_enough_runs_is_flagged(stats: tuple[Log, dict[str,
     assert (second["uses"], second["success_rate"]) == (2, 0.0)
     assert second["uplift"] < 0
     assert second["flagged"] is True
+
+
+def test_the_dashboard_lists_flagged_patterns_first(stats: tuple[Log, dict[str, dict[str, Any]]]) -> None:
+    """The stats query's `patterns` series puts the pattern flagged for retirement first."""
+    rows = stats[1]
+    assert rows["dashboard"]["order"] == [rows["second"]["pattern_id"], rows["first"]["pattern_id"]]
 
 
 def test_get_pattern_lists_every_version(stats: tuple[Log, dict[str, dict[str, Any]]]) -> None:

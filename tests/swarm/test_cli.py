@@ -63,6 +63,11 @@ async def test_up_serves_stops_cleanly_and_resumes(up: Up, tmp_path: Path) -> No
     assert frames[-1]["type"] == "end"
     run_id = frames[0]["id"]
     assert "run.command_executed" in [frame.get("event_type") for frame in frames]
+    listed = await asyncio.to_thread(swarm, "ls", env=cli)
+    assert listed.stdout.splitlines()[0].split()[:2] == ["run_id", "status"], listed.stderr
+    assert run_id in listed.stdout
+    dashboard = await asyncio.to_thread(swarm, "stats", env=cli)
+    assert "runs_by_status_day" in dashboard.stdout, dashboard.stderr
 
     healthy = await asyncio.to_thread(swarm, "status", "--json", env={"SWARM_BUS__URL": up.url})
     assert healthy.returncode == 0, healthy.stdout + healthy.stderr
