@@ -71,6 +71,13 @@ ensure_engine() {
     deploy/runner/build-local.sh "$CODEX_DIR"
 }
 
+ensure_browser() {
+    # The console's test drives a real headless Chromium.
+    if ! command -v chromium-headless-shell >/dev/null && ! command -v chromium >/dev/null; then
+        apt_install chromium-headless-shell
+    fi
+}
+
 run_tests() {
     say "ruff"
     "$VENV/bin/ruff" check .
@@ -97,6 +104,7 @@ main() {
             ensure_project
             ensure_codex
             ensure_engine
+            ensure_browser
             run_tests "$@"
             ;;
         *)
