@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 import msgspec
+import structlog
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
@@ -18,6 +19,8 @@ from bus.errors import ConcurrencyConflict, PayloadTooLarge
 from bus.settings import Settings
 from schemas import AnyCommand, AnyEvent, encode, subjects
 from schemas.chain import Entry, digest
+
+_log = structlog.get_logger(__name__)
 
 MSG_ID = "Nats-Msg-Id"
 EXPECTED_LAST_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
@@ -186,10 +189,15 @@ class Log:
         try:
             if not follow and await _empty(sub):
                 return
-            ended = False
+            ended, last = False, after_seq
             while not ended:
                 chunk, ended = await _next_chunk(sub, max_batch, stop_at_end=not follow)
-                yield chunk
+                if chunk[0].seq <= last:  # redelivered when the ordered consumer was recreated
+                    _log.warning("log_redelivery_dropped", subject=subject, up_to=last, first=chunk[0].seq)
+                    chunk = [record for record in chunk if record.seq > last]
+                if chunk:
+                    last = chunk[-1].seq
+                    yield chunk
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
