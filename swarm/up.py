@@ -88,7 +88,12 @@ async def _gateway(
     tasks.create_task(gateway.run(conn, settings.gateway, stop, ready=listening.set_result))
     url = await listening
     issued = await keys.bootstrap(conn, demo.TENANT)
-    facts: dict[str, Any] = {"api_url": url, "docs_url": f"{url}/docs", "tenant": demo.TENANT}
+    facts: dict[str, Any] = {
+        "api_url": url,
+        "console_url": f"{url}/console/",
+        "docs_url": f"{url}/docs",
+        "tenant": demo.TENANT,
+    }
     if issued is not None:
         facts["admin_key"] = issued.token
     return facts

@@ -5,10 +5,43 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pty
 import signal
 import subprocess
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
+
+SWARM = (sys.executable, "-m", "swarm.cli")
+
+
+@dataclass(frozen=True)
+class Terminal:
+    returncode: int
+    output: str
+
+
+def in_a_terminal(argv: list[str], env: dict[str, str], within: float = 60.0) -> Terminal:
+    """Run a command with a pseudo-terminal as its stdin, stdout and stderr; return all it printed."""
+    main, child = pty.openpty()
+    process = subprocess.Popen(
+        argv, stdin=child, stdout=child, stderr=child, env={**os.environ, **env}, close_fds=True
+    )
+    os.close(child)
+    chunks = []
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            chunk = os.read(main, 4096)
+        except OSError:  # the terminal closed: the command ended
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(main)
+    returncode = process.wait(timeout=max(1.0, deadline - time.monotonic()))
+    return Terminal(returncode, b"".join(chunks).decode(errors="replace").replace("\r\n", "\n"))
 
 
 def swarm(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -17,7 +17,7 @@ import aiohttp
 import bus
 import schemas
 from schemas import Kind
-from tests.swarm._up import Up, interrupt, podman_pids, server_pids, start_up, swarm
+from tests.swarm._up import SWARM, Up, in_a_terminal, interrupt, podman_pids, server_pids, start_up, swarm
 
 NOW = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
 SAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sample-repo"
@@ -63,6 +63,21 @@ async def test_up_serves_stops_cleanly_and_resumes(up: Up, tmp_path: Path) -> No
     assert frames[-1]["type"] == "end"
     run_id = frames[0]["id"]
     assert "run.command_executed" in [frame.get("event_type") for frame in frames]
+    failed = await asyncio.to_thread(
+        swarm, "run", "[script:fail] break", "--project", project_id, "--watch", env=cli
+    )
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert "✘ failed (codex_error)" in failed.stdout
+    watched = await asyncio.to_thread(in_a_terminal, [*SWARM, "watch", run_id], cli)
+    assert watched.returncode == 0
+    assert "▶ started" in watched.output
+    assert "✔ succeeded" in watched.output
+    assert (
+        watched.output.index("▶ started") < watched.output.index("$ ") < watched.output.index("✔ succeeded")
+    )
+    async with aiohttp.ClientSession() as http, http.get(str(up.ready["console_url"])) as page:
+        assert page.status == 200
+        assert "codex-swarm console" in await page.text()
     listed = await asyncio.to_thread(swarm, "ls", env=cli)
     assert listed.stdout.splitlines()[0].split()[:2] == ["run_id", "status"], listed.stderr
     assert run_id in listed.stdout
