@@ -4,18 +4,48 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import msgspec
 from aiohttp import web
 from msgspec import Meta
 
 from gateway import commands
 from gateway.auth import requires
-from gateway.bodies import ReasonBody, Strict, body, path
-from gateway.http import conn, envelope, wait_seconds
+from gateway.bodies import ReasonBody, Strict, body, path, query
+from gateway.http import ask, conn, envelope, wait_seconds
 from schemas import EditPattern, RestorePattern, RetirePattern
-from schemas.pattern import MAX_STEPS, MAX_VARIABLES, Step, Variable
+from schemas.pattern import MAX_STEPS, MAX_VARIABLES, Content, Step, Variable
+from schemas.pattern_render import render
+from schemas.queries import GetPattern
 from schemas.types import Name, PatternId, ShortText
 
 routes = web.RouteTableDef()
+
+
+class _Shown(msgspec.Struct, frozen=True):
+    """The fields of `get_pattern` that make up its current content."""
+
+    pattern_id: str
+    version: int
+    name: str
+    goal: str
+    summary: str
+    steps: list[Step]
+    variables: list[Variable] = []
+
+
+@routes.get("/v1/patterns/{pattern_id}/preview")
+@requires("read")
+async def preview(request: web.Request) -> web.Response:
+    """The `<reference_workflow>` block a run applying this pattern gets in its prompt, as text."""
+    pattern_id = path(request, "pattern_id", PatternId)
+    query(request, Strict)
+    answer = await ask(request, "get_pattern", GetPattern(pattern_id=pattern_id))
+    shown = msgspec.json.decode(answer.data, type=_Shown)
+    content = Content(
+        name=shown.name, goal=shown.goal, summary=shown.summary, steps=shown.steps, variables=shown.variables
+    )
+    text = render(content, pattern_id=shown.pattern_id, version=shown.version)
+    return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
 
 class EditPatternBody(Strict, frozen=True):

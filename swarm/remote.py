@@ -15,11 +15,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import msgspec
-
-from executors.patterns import render as render_pattern
 from schemas import InvalidMessage, decode_event
-from schemas.pattern import Content
 from swarm import render
 from swarm.client import ApiError, Client, ClientSettings
 
@@ -227,22 +223,13 @@ async def _patterns(api: Client, args: argparse.Namespace) -> Any:
         case "show":
             return await api.get(path)
         case "preview":
-            return _preview(await api.get(path))
+            return (await api.download(f"{path}/preview")).decode()
         case "edit":
             changes = {"name": args.name, "summary": args.summary}
             if args.steps:
                 changes["steps"] = json.loads(args.steps.read_text())
             return await api.patch(path, {key: value for key, value in changes.items() if value is not None})
     return await api.post(f"{path}/{args.action}", {"reason": args.reason} if args.reason else {}, wait=10)
-
-
-def _preview(pattern: dict[str, Any]) -> str:
-    """The `<reference_workflow>` block a run using this pattern gets in its prompt."""
-    fields = {
-        name: pattern[name] for name in ("name", "goal", "summary", "steps", "variables") if pattern.get(name)
-    }
-    content = msgspec.convert(fields, Content)
-    return render_pattern(content, pattern_id=pattern["pattern_id"], version=int(pattern["version"]))
 
 
 _COLUMNS = {

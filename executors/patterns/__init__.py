@@ -5,7 +5,7 @@ run's patterns; `render` is the `<reference_workflow>` block (and the preview th
 """
 
 from executors.patterns.extractor import EXTRACTOR_VERSION, Extractor
-from executors.patterns.render import render, render_all
 from executors.patterns.select import Chosen, choose, rank
+from schemas.pattern_render import render, render_all
 
 __all__ = ["EXTRACTOR_VERSION", "Chosen", "Extractor", "choose", "rank", "render", "render_all"]

@@ -68,7 +68,16 @@ async def test_edit_retire_and_restore(system: System, extractor: None) -> None:
     )
     assert (await retired.json())["outcome"]["type"] == "pattern.retired"
     restored = await client.post(f"/v1/patterns/{pattern_id}/restore?wait=10", headers=auth)
-    assert (await restored.json())["outcome"]["type"] == "pattern.restored"
+    found = await restored.json()
+    assert found["outcome"]["type"] == "pattern.restored"
+    shown = await client.get(
+        f"/v1/patterns/{pattern_id}/preview?min_seq={found['outcome']['seq']}", headers=auth
+    )
+    assert shown.status == 200, await shown.text()
+    block = await shown.text()
+    assert block.startswith("<reference_workflow")
+    assert "adds a --shout flag" in block
+    assert "run tests" in block
 
 
 async def test_edits_are_validated_and_need_the_command_role(system: System) -> None:

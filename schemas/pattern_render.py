@@ -1,6 +1,7 @@
 """Patterns as the text a run's prompt carries: one `<reference_workflow>` block per pattern.
 
-`render` is also the preview the gateway and the CLI show for a pattern (pure, no I/O).
+`render` is also the preview the gateway and the CLI show for a pattern (pure, no I/O); it lives in
+`schemas` so the executors, the gateway and the CLI share it.
 """
 
 from __future__ import annotations
