@@ -99,7 +99,8 @@ class _RunKey(msgspec.Struct, frozen=True, array_like=True):
 # Handlers
 
 _LIST_RUNS = """SELECT * EXCLUDE (instructions, summary, final_message, sort_key) FROM (
-  SELECT *, coalesce(queued_at, $epoch) AS sort_key FROM runs WHERE tenant = $tenant
+  SELECT *, coalesce(queued_at, $epoch) AS sort_key, left(instructions, 120) AS title FROM runs
+  WHERE tenant = $tenant
   AND ($project_id IS NULL OR project_id = $project_id) AND ($status IS NULL OR status = $status)
   AND ($task_type IS NULL OR task_type = $task_type)
   AND ($queued_after IS NULL OR queued_at >= $queued_after)

@@ -64,7 +64,7 @@ function runRow(run) {
   cell(row, when(run.queued_at));
   cell(row, seconds(run.duration_ms));
   cell(row, `${run.tokens_in || 0} / ${run.tokens_out || 0}`);
-  cell(row, run.instructions, "instructions").title = text(run.instructions);
+  cell(row, run.title, "instructions").title = text(run.title);
   return row;
 }
 

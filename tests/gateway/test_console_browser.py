@@ -7,9 +7,10 @@ from pathlib import Path
 from tests.gateway._browser import browser
 from tests.gateway._runs import FakeExecutor
 from tests.gateway.conftest import TENANT, System
-from tests.gateway.test_commands import create_project, start_run
+from tests.gateway.test_commands import create_project
 
 DIFF = b"diff --git a/greet.sh b/greet.sh\n+echo shout\n"
+HOSTILE = "<b>bold</b><img src=x onerror=\"document.title='owned'\"> greet"
 
 
 async def test_the_console_shows_runs_live_and_a_run_with_its_steps_and_diff(
@@ -23,7 +24,9 @@ async def test_the_console_shows_runs_live_and_a_run_with_its_steps_and_diff(
         await page.evaluate(f"sessionStorage.setItem('swarm-key', {system.admin!r}); location.reload()")
         assert await page.until("document.getElementById('live').textContent === 'live'")
 
-        run = await start_run(system, await create_project(system))
+        body = {"project_id": await create_project(system), "instructions": HOSTILE}
+        started = await system.client.post("/v1/runs", json=body, headers=system.auth())
+        run = await started.json()
         executor = FakeExecutor(system.conn, TENANT, run["id"])
         await executor.start()
         await executor.message(1)
@@ -31,6 +34,9 @@ async def test_the_console_shows_runs_live_and_a_run_with_its_steps_and_diff(
         await executor.succeed()
         status = f"document.querySelector('#row-{run['id']} .status')?.textContent"
         assert await page.until(f"{status} === 'succeeded'")
+        shown = f"document.querySelector('#row-{run['id']} .instructions').textContent"
+        assert await page.evaluate(shown) == HOSTILE  # shown as text: no markup was interpreted
+        assert await page.evaluate("document.querySelector('#runrows img, #runrows b') === null")
 
         await page.navigate(f"{console}#run/{run['id']}")
         steps = await page.until(
