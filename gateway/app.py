@@ -15,7 +15,8 @@ from aiohttp import web
 import bus
 from gateway import artifacts, console, insights, keys, ops, patterns, projects, relay, runs
 from gateway.auth import PRINCIPAL, Handler, authenticate, bearer
-from gateway.context import CONN, KEYS, LIMITER, METRICS, SETTINGS, STOPPING, TICKETS
+from gateway.context import CONN, HUBS, KEYS, LIMITER, METRICS, SETTINGS, STOPPING, TICKETS
+from gateway.hub import Hubs
 from gateway.keys_cache import KeyCache
 from gateway.limits import RateLimiter, cors, preflight, secure
 from gateway.metrics import Metrics
@@ -38,7 +39,9 @@ def create_app(conn: bus.Connection, settings: Settings) -> web.Application:
     app[METRICS] = Metrics()
     app[TICKETS] = Tickets(settings.ticket_secret, settings.ticket_ttl)
     app[STOPPING] = asyncio.Event()
+    app[HUBS] = Hubs(conn.log, queue_size=max(1_000, settings.ws_queue * 4))
     app.cleanup_ctx.append(_follow_keys)
+    app.cleanup_ctx.append(_close_hubs)
     app.on_shutdown.append(_say_goodbye)
     for module in (projects, runs, artifacts, insights, patterns, keys, relay, ops, console):
         app.add_routes(module.routes)
@@ -51,6 +54,11 @@ async def _follow_keys(app: web.Application) -> AsyncIterator[None]:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+async def _close_hubs(app: web.Application) -> AsyncIterator[None]:
+    yield
+    await app[HUBS].close()
 
 
 async def _say_goodbye(app: web.Application) -> None:

@@ -7,6 +7,7 @@ import asyncio
 from aiohttp import web
 
 import bus
+from gateway.hub import Hubs
 from gateway.keys_cache import KeyCache
 from gateway.limits import RateLimiter
 from gateway.metrics import Metrics
@@ -19,4 +20,5 @@ KEYS = web.AppKey("keys", KeyCache)
 LIMITER = web.AppKey("limiter", RateLimiter)
 METRICS = web.AppKey("metrics", Metrics)
 TICKETS = web.AppKey("tickets", Tickets)
+HUBS = web.AppKey("hubs", Hubs)  # one log subscription per followed subject, shared by its sockets
 STOPPING = web.AppKey("stopping", asyncio.Event)  # set when the replica shuts down: sockets say goodbye

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -21,7 +21,8 @@ from msgspec import Meta
 import bus
 from gateway import feed
 from gateway.auth import Principal, authenticate
-from gateway.context import CONN, KEYS, METRICS, SETTINGS, STOPPING, TICKETS
+from gateway.context import CONN, HUBS, KEYS, METRICS, SETTINGS, STOPPING, TICKETS
+from gateway.hub import Lagging
 from gateway.metrics import Metrics
 from gateway.problems import Problem
 from gateway.pump import (
@@ -214,9 +215,18 @@ async def _close(ws: web.WebSocketResponse, pump: Pump, stopping: bool, metrics:
 
 
 async def _produce(request: web.Request, pump: Pump, subject: str, after_seq: int, is_run: bool) -> None:
-    conn = request.app[CONN]
     chosen: feed.Feed | None = request.get(FEED)
-    async for record in conn.log.follow(subject, after_seq=after_seq):
+    try:
+        async with contextlib.aclosing(request.app[HUBS].follow(subject, after_seq)) as records:
+            await _forward(records, pump, chosen, is_run)
+    except Lagging:
+        pump.overflowed.set()  # closed as too slow, with the position to resume from
+
+
+async def _forward(
+    records: AsyncIterator[bus.Record], pump: Pump, chosen: feed.Feed | None, is_run: bool
+) -> None:
+    async for record in records:
         event_type = _tag.decode(record.data).type
         if chosen is not None and not await chosen.wanted(record, event_type):
             pump.skip(record.seq)

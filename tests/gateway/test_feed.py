@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 import gateway
+from gateway.context import HUBS
 from tests.gateway._runs import FakeExecutor
 from tests.gateway.conftest import TENANT, System
 from tests.gateway.test_commands import create_project, start_run
@@ -59,3 +62,28 @@ async def test_project_update_and_archive(system: System) -> None:
     seq = (await archived.json())["outcome"]["seq"]
     shown = await system.client.get(f"/v1/projects/{project_id}?min_seq={seq}", headers=auth)
     assert (await shown.json())["status"] == "archived"
+
+
+async def test_sockets_on_one_run_share_one_subscription(system: System) -> None:
+    """Five watchers of one run use one log subscription; each still gets every event once, in order."""
+    run = await start_run(system, await create_project(system))
+    hubs = system.client.server.app[HUBS]
+    sockets = []
+    for _ in range(5):
+        ws = await system.client.ws_connect(f"/v1/runs/{run['id']}/events")
+        await ws.send_json({"type": "auth", "key": system.admin})
+        await frames(ws, "ready")
+        sockets.append(ws)
+    assert hubs.subjects == 1
+    executor = FakeExecutor(system.conn, TENANT, run["id"])
+    await executor.start()
+    for n in range(20):
+        await executor.message(n)
+    await executor.succeed()
+    for ws in sockets:
+        got = [f for f in await frames(ws, "end") if f["type"] == "event"]
+        assert [f["seq"] for f in got] == executor.seqs
+        await ws.close()
+    async with asyncio.timeout(5):
+        while hubs.subjects:  # noqa: ASYNC110  # the server side of each socket ends on its own time
+            await asyncio.sleep(0.05)
