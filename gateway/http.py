@@ -59,6 +59,18 @@ async def ask(request: web.Request, name: str, params: Params) -> queries.Answer
     )
 
 
+async def fresh(request: web.Request, name: str, params: Params) -> queries.Answer:
+    """Ask as of the log's current end, so what was written a moment ago is seen (a command's check)."""
+    return await queries.ask(
+        conn(request),
+        principal(request).tenant,
+        name,
+        params,
+        min_seq=await conn(request).log.end(),
+        wait_ms=request.app[SETTINGS].query_wait_ms,
+    )
+
+
 async def read(request: web.Request, name: str, params: Params) -> web.Response:
     """Ask the query of the caller's tenant and pass its data through; `?min_seq=` reads your writes."""
     answer = await ask(request, name, params)

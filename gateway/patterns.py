@@ -11,7 +11,8 @@ from msgspec import Meta
 from gateway import commands
 from gateway.auth import requires
 from gateway.bodies import ReasonBody, Strict, body, path, query
-from gateway.http import ask, conn, envelope, wait_seconds
+from gateway.http import ask, conn, envelope, fresh, wait_seconds
+from gateway.problems import Problem
 from schemas import EditPattern, RestorePattern, RetirePattern
 from schemas.pattern import MAX_STEPS, MAX_VARIABLES, Content, Step, Variable
 from schemas.pattern_render import render
@@ -62,6 +63,7 @@ class EditPatternBody(Strict, frozen=True):
 async def edit(request: web.Request) -> web.Response:
     pattern_id = path(request, "pattern_id", PatternId)
     given = await body(request, EditPatternBody)
+    await _require(request, pattern_id, "retired")
     command = EditPattern(
         **envelope(request),
         pattern_id=pattern_id,
@@ -78,6 +80,7 @@ async def edit(request: web.Request) -> web.Response:
 async def retire(request: web.Request) -> web.Response:
     pattern_id = path(request, "pattern_id", PatternId)
     given = await body(request, ReasonBody, optional=True)
+    await _require(request, pattern_id, "retired")
     return await _issue(
         request, RetirePattern(**envelope(request), pattern_id=pattern_id, reason=given.reason)
     )
@@ -88,8 +91,16 @@ async def retire(request: web.Request) -> web.Response:
 async def restore(request: web.Request) -> web.Response:
     pattern_id = path(request, "pattern_id", PatternId)
     given = await body(request, ReasonBody, optional=True)
+    await _require(request, pattern_id, "active")
     command = RestorePattern(**envelope(request), pattern_id=pattern_id, reason=given.reason)
     return await _issue(request, command)
+
+
+async def _require(request: web.Request, pattern_id: str, refused: str) -> None:
+    """404 for an unknown pattern, 409 when it is `refused` already; the pattern queue decides again."""
+    answer = await fresh(request, "get_pattern", GetPattern(pattern_id=pattern_id))
+    if msgspec.json.decode(answer.data).get("status") == refused:
+        raise Problem("conflict", f"pattern {pattern_id} is {refused}")
 
 
 async def _issue(request: web.Request, command: EditPattern | RetirePattern | RestorePattern) -> web.Response:

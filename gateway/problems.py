@@ -21,6 +21,7 @@ CATALOG: dict[str, tuple[int, str]] = {
     "not-found": (404, "Not found"),
     "method-not-allowed": (405, "Method not allowed"),
     "idempotency-key-reused": (409, "Idempotency-Key already used for another request"),
+    "conflict": (409, "The resource is not in a state that allows this"),
     "payload-too-large": (413, "Request body too large"),
     "unsupported-media-type": (415, "Unsupported media type"),
     "query-failed": (422, "The query could not be answered"),

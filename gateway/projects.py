@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 from aiohttp import web
 
 from gateway import commands
@@ -16,7 +17,8 @@ from gateway.bodies import (
     query,
     source,
 )
-from gateway.http import conn, envelope, ids, read, wait_seconds
+from gateway.http import conn, envelope, fresh, ids, read, wait_seconds
+from gateway.problems import Problem
 from schemas import ArchiveProject, CreateProject, Kind, UpdateProject
 from schemas.queries import GetProject, ListProjects
 from schemas.types import ProjectId
@@ -44,6 +46,7 @@ async def create(request: web.Request) -> web.Response:
 async def update(request: web.Request) -> web.Response:
     project_id = path(request, "project_id", ProjectId)
     given = await body(request, UpdateProjectBody)
+    await _require_active(request, project_id)
     command = UpdateProject(
         **envelope(request),
         project_id=project_id,
@@ -60,9 +63,17 @@ async def update(request: web.Request) -> web.Response:
 async def archive(request: web.Request) -> web.Response:
     project_id = path(request, "project_id", ProjectId)
     given = await body(request, ReasonBody, optional=True)
+    await _require_active(request, project_id)
     return await _issue(
         request, ArchiveProject(**envelope(request), project_id=project_id, reason=given.reason)
     )
+
+
+async def _require_active(request: web.Request, project_id: str) -> None:
+    """Refuse at once what the registry would refuse (it decides again; this is for a clear answer)."""
+    answer = await fresh(request, "get_project", GetProject(project_id=project_id))  # 404 if unknown
+    if msgspec.json.decode(answer.data).get("status") == "archived":
+        raise Problem("conflict", f"project {project_id} is archived")
 
 
 async def _issue(

@@ -8,6 +8,7 @@ import pytest
 
 import gateway
 from gateway.context import HUBS
+from tests.gateway._problems import problem
 from tests.gateway._runs import FakeExecutor
 from tests.gateway.conftest import TENANT, System
 from tests.gateway.test_commands import create_project, start_run
@@ -62,6 +63,10 @@ async def test_project_update_and_archive(system: System) -> None:
     seq = (await archived.json())["outcome"]["seq"]
     shown = await system.client.get(f"/v1/projects/{project_id}?min_seq={seq}", headers=auth)
     assert (await shown.json())["status"] == "archived"
+    again = await system.client.post(f"/v1/projects/{project_id}/archive", json={}, headers=auth)
+    await problem(again, 409, "conflict")
+    missing = await system.client.patch("/v1/projects/prj_01JD0000000000000000000009", json={}, headers=auth)
+    await problem(missing, 404, "not-found")
 
 
 async def test_sockets_on_one_run_share_one_subscription(system: System) -> None:

@@ -63,6 +63,12 @@ async def test_edit_retire_and_restore(system: System, extractor: None) -> None:
     outcome = (await edited.json())["outcome"]
     assert outcome["type"] == "pattern.edited"
     assert outcome["event"]["version"] == 2
+    unknown = await client.post(
+        f"/v1/patterns/{pattern_id_for('run_01JD0000000000000000000002')}/retire", headers=auth
+    )
+    await problem(unknown, 404, "not-found")
+    restore_active = await client.post(f"/v1/patterns/{pattern_id}/restore", headers=auth)
+    await problem(restore_active, 409, "conflict")
     retired = await client.post(
         f"/v1/patterns/{pattern_id}/retire?wait=10", json={"reason": "old"}, headers=auth
     )
