@@ -9,6 +9,7 @@ from typing import Any
 import msgspec
 
 from gateway import bodies
+from gateway.patterns import EditPatternBody
 from gateway.problems import CATALOG
 from gateway.runs import PageParams
 from schemas.queries import ListPatterns, ListProjects, ListRuns, Sql, Stats
@@ -52,6 +53,34 @@ OPERATIONS: list[Operation] = [
     ("post", "/v1/sql", "Analyst SQL (one read-only SELECT)", "analyst", Sql, None, 200),
     ("get", "/v1/patterns", "List patterns", "viewer", None, ListPatterns, 200),
     ("get", "/v1/patterns/{pattern_id}", "Get a pattern", "viewer", None, None, 200),
+    ("get", "/v1/patterns/{pattern_id}/preview", "The block a run gets (text)", "viewer", None, None, 200),
+    (
+        "patch",
+        "/v1/patterns/{pattern_id}",
+        "Edit a pattern (a new version)",
+        "operator",
+        EditPatternBody,
+        None,
+        202,
+    ),
+    (
+        "post",
+        "/v1/patterns/{pattern_id}/retire",
+        "Retire a pattern",
+        "operator",
+        bodies.ReasonBody,
+        None,
+        202,
+    ),
+    (
+        "post",
+        "/v1/patterns/{pattern_id}/restore",
+        "Restore a pattern",
+        "operator",
+        bodies.ReasonBody,
+        None,
+        202,
+    ),
     ("post", "/v1/keys", "Create an API key (shown once)", "admin", bodies.CreateKeyBody, None, 201),
     ("get", "/v1/keys", "List the tenant's API keys", "admin", None, None, 200),
     ("get", "/v1/keys/{key_id}", "Get an API key", "admin", None, None, 200),
