@@ -13,7 +13,7 @@ from gateway import queries
 from gateway.auth import principal
 from gateway.bodies import number
 from gateway.context import CONN, SETTINGS
-from schemas import IdSource, Kind
+from schemas import IdSource, Kind, subjects
 from schemas.queries import Params
 
 ids = IdSource()
@@ -57,6 +57,13 @@ async def ask(request: web.Request, name: str, params: Params) -> queries.Answer
         min_seq=min_seq(request),
         wait_ms=request.app[SETTINGS].query_wait_ms,
     )
+
+
+async def run_exists(connection: bus.Connection, tenant: str, run_id: str) -> bool:
+    """Whether the tenant's log has the run's start command or any of its events."""
+    if await connection.log.last(subjects.commands(tenant, "run", run_id, "start")) is not None:
+        return True
+    return await connection.log.last(subjects.events(tenant, "run", run_id)) is not None
 
 
 async def fresh(request: web.Request, name: str, params: Params) -> queries.Answer:

@@ -16,7 +16,7 @@ from gateway import commands
 from gateway.auth import principal, requires
 from gateway.bodies import CreateKeyBody, ReasonBody, Strict, TicketBody, body, path, query
 from gateway.context import KEYS, SETTINGS, TICKETS
-from gateway.http import conn, envelope, ids, json, wait_seconds
+from gateway.http import conn, envelope, ids, json, run_exists, wait_seconds
 from gateway.keys_cache import new_secret
 from gateway.problems import Problem
 from schemas import CreateKey, Kind, RevokeKey
@@ -134,6 +134,8 @@ def _wait(request: web.Request) -> float:
 async def ticket(request: web.Request) -> web.Response:
     """A single-use ticket to open one WebSocket within `gateway.ticket_ttl` seconds."""
     given = await body(request, TicketBody, optional=True)
+    if given.run_id and not await run_exists(conn(request), principal(request).tenant, given.run_id):
+        raise Problem("not-found", f"run {given.run_id} does not exist in this tenant")
     tickets = request.app[TICKETS]
     scope = given.run_id or "feed"
     issued = tickets.issue(principal(request).key_id, scope)

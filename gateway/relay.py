@@ -22,6 +22,7 @@ import bus
 from gateway import feed
 from gateway.auth import Principal, authenticate
 from gateway.context import CONN, HUBS, KEYS, METRICS, SETTINGS, STOPPING, TICKETS
+from gateway.http import run_exists
 from gateway.hub import Lagging
 from gateway.metrics import Metrics
 from gateway.problems import Problem
@@ -82,7 +83,7 @@ async def run_events(request: web.Request) -> web.StreamResponse:
     async def start(who: Principal, after_seq: int) -> tuple[str, int]:
         if not _valid(run_id, RunId):
             raise Closed(BAD_REQUEST, "run_id is not a run id")
-        if not await _run_exists(request.app[CONN], who.tenant, run_id):
+        if not await run_exists(request.app[CONN], who.tenant, run_id):
             raise Closed(NOT_FOUND, "no such run")
         return subjects.events(who.tenant, "run", run_id), after_seq
 
@@ -163,12 +164,6 @@ async def _first_frame(ws: web.WebSocketResponse, within: float) -> AuthFrame:
         return msgspec.json.decode(message.data, type=AuthFrame)
     except msgspec.MsgspecError:
         raise Closed(BAD_REQUEST, 'the first frame must be {"type": "auth", "key": ...}') from None
-
-
-async def _run_exists(conn: bus.Connection, tenant: str, run_id: str) -> bool:
-    if await conn.log.last(subjects.commands(tenant, "run", run_id, "start")) is not None:
-        return True
-    return await conn.log.last(subjects.events(tenant, "run", run_id)) is not None
 
 
 async def _relay(

@@ -7,7 +7,7 @@ from aiohttp import web
 from gateway import commands
 from gateway.auth import requires
 from gateway.bodies import ReasonBody, StartRunBody, Strict, body, path, query
-from gateway.http import conn, envelope, ids, read, wait_seconds
+from gateway.http import conn, envelope, fresh, ids, read, wait_seconds
 from schemas import AnyEvent, CancelRun, Kind, StartRun
 from schemas.queries import GetRun, Limit, ListRuns, RunPage
 from schemas.run import TerminalEvents
@@ -40,6 +40,7 @@ async def start(request: web.Request) -> web.Response:
 async def cancel(request: web.Request) -> web.Response:
     run_id = path(request, "run_id", RunId)
     given = await body(request, ReasonBody, optional=True)
+    await fresh(request, "get_run", GetRun(run_id=run_id))  # 404 for a run this tenant does not have
     return await _issue(request, CancelRun(**envelope(request), run_id=run_id, reason=given.reason))
 
 
