@@ -178,6 +178,8 @@ async def _relay(
     pump = Pump(ws, app[METRICS], queue=settings.ws_queue, every=settings.ws_position_every)
     pump.considered = after_seq
     pump.offer(Ready(after_seq=after_seq, head=head, recovered=recovered, run_id=run_id))
+    if run_id is not None and (ended := await _ended_by(conn, subject, after_seq)) is not None:
+        pump.offer(ended)  # the client saw the terminal event but not the end frame: it gets it now
     tasks = {
         asyncio.ensure_future(_produce(request, pump, subject, after_seq, run_id is not None)),
         asyncio.ensure_future(pump.write()),
@@ -193,6 +195,15 @@ async def _relay(
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
     await _close(ws, pump, app[STOPPING].is_set(), app[METRICS])
+
+
+async def _ended_by(conn: bus.Connection, subject: str, after_seq: int) -> End | None:
+    """The end frame, when the run's terminal event is at or before `after_seq`."""
+    last = await conn.log.last(subject)
+    if last is None or last.seq > after_seq:
+        return None
+    event_type = _tag.decode(last.data).type
+    return End(seq=last.seq, status=event_type.removeprefix("run.")) if event_type in TERMINAL else None
 
 
 async def _close(ws: web.WebSocketResponse, pump: Pump, stopping: bool, metrics: Metrics) -> None:

@@ -5,10 +5,11 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway import commands
-from gateway.auth import requires
+from gateway.auth import principal, requires
 from gateway.bodies import ReasonBody, StartRunBody, Strict, body, path, query
-from gateway.http import conn, envelope, fresh, ids, read, wait_seconds
-from schemas import AnyEvent, CancelRun, Kind, StartRun
+from gateway.http import conn, envelope, fresh, ids, read, run_exists, wait_seconds
+from gateway.problems import Problem
+from schemas import AnyEvent, CancelRun, Kind, StartRun, subjects
 from schemas.queries import GetRun, Limit, ListRuns, RunPage
 from schemas.run import TerminalEvents
 from schemas.types import Count, RunId
@@ -20,6 +21,7 @@ routes = web.RouteTableDef()
 @requires("command")
 async def start(request: web.Request) -> web.Response:
     given = await body(request, StartRunBody)
+    await _require_known(request, given.project_id, given.reference_run_id, given.from_run_id)
     command = StartRun(
         **envelope(request),
         run_id=ids.new(Kind.RUN),
@@ -42,6 +44,17 @@ async def cancel(request: web.Request) -> web.Response:
     given = await body(request, ReasonBody, optional=True)
     await fresh(request, "get_run", GetRun(run_id=run_id))  # 404 for a run this tenant does not have
     return await _issue(request, CancelRun(**envelope(request), run_id=run_id, reason=given.reason))
+
+
+async def _require_known(request: web.Request, project_id: str, *run_ids: str | None) -> None:
+    """404 when the project or a named run is not the caller's tenant's (read from the log: cheap)."""
+    connection, tenant = conn(request), principal(request).tenant
+    created = subjects.commands(tenant, "project", project_id, "create")  # accepted, maybe not yet applied
+    if await connection.log.last(created) is None:
+        raise Problem("not-found", f"project {project_id} does not exist in this tenant")
+    for run_id in run_ids:
+        if run_id is not None and not await run_exists(connection, tenant, run_id):
+            raise Problem("not-found", f"run {run_id} does not exist in this tenant")
 
 
 async def _issue(request: web.Request, command: StartRun | CancelRun) -> web.Response:
