@@ -110,6 +110,19 @@ def answer(submitted: Submitted, resource_id: str, location: str, found: Outcome
     )
 
 
+async def issue(
+    conn: bus.Connection, command: AnyCommand, key: str | None, wait: float, collection: str
+) -> web.Response:
+    """Publish a command and answer with the outcome it caused (its aggregate's event), if it came in time.
+
+    With a reused idempotency key the first request's command is the one answered for.
+    """
+    submitted = await submit(conn, command, key)
+    first = submitted.command
+    found = await outcome(conn, event_subject(first), submitted.seq, caused_by(first), wait)
+    return answer(submitted, first.aggregate_id, f"{collection}/{first.aggregate_id}", found)
+
+
 def event_subject(command: AnyCommand) -> str:
     return subjects.events(command.tenant, command.AGGREGATE, command.aggregate_id)
 

@@ -104,14 +104,5 @@ async def _require(request: web.Request, pattern_id: str, refused: str) -> None:
 
 
 async def _issue(request: web.Request, command: EditPattern | RetirePattern | RestorePattern) -> web.Response:
-    submitted = await commands.submit(conn(request), command, commands.idempotency_key(request))
-    first = submitted.command
-    assert isinstance(first, EditPattern | RetirePattern | RestorePattern)
-    found = await commands.outcome(
-        conn(request),
-        commands.event_subject(first),
-        submitted.seq,
-        commands.caused_by(first),
-        wait_seconds(request),
-    )
-    return commands.answer(submitted, first.pattern_id, f"/v1/patterns/{first.pattern_id}", found)
+    key = commands.idempotency_key(request)
+    return await commands.issue(conn(request), command, key, wait_seconds(request), "/v1/patterns")

@@ -79,17 +79,8 @@ async def _require_active(request: web.Request, project_id: str) -> None:
 async def _issue(
     request: web.Request, command: CreateProject | UpdateProject | ArchiveProject
 ) -> web.Response:
-    submitted = await commands.submit(conn(request), command, commands.idempotency_key(request))
-    first = submitted.command
-    assert isinstance(first, CreateProject | UpdateProject | ArchiveProject)
-    found = await commands.outcome(
-        conn(request),
-        commands.event_subject(first),
-        submitted.seq,
-        commands.caused_by(first),
-        wait_seconds(request),
-    )
-    return commands.answer(submitted, first.project_id, f"/v1/projects/{first.project_id}", found)
+    key = commands.idempotency_key(request)
+    return await commands.issue(conn(request), command, key, wait_seconds(request), "/v1/projects")
 
 
 @routes.get("/v1/projects")
