@@ -1,5 +1,6 @@
 """Everything that touches NATS: connection, provisioning, the log, work queues, blobs, embedded server."""
 
+from bus import _cancellation
 from bus._pipeline import Ack
 from bus.blobs import Blobs
 from bus.connection import Connection, connect
@@ -57,3 +58,5 @@ __all__ = [
     "serve",
     "stream_config",
 ]
+
+_cancellation.install()
