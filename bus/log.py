@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Iterable
 from datetime import datetime
 from typing import Any
@@ -11,10 +10,10 @@ import msgspec
 import structlog
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from bus._pipeline import Ack, Pipeline
+from bus._reader import close_reader, open_reader
 from bus.errors import ConcurrencyConflict, PayloadTooLarge
 from bus.settings import Settings
 from schemas import AnyCommand, AnyEvent, encode, subjects
@@ -25,10 +24,6 @@ _log = structlog.get_logger(__name__)
 MSG_ID = "Nats-Msg-Id"
 EXPECTED_LAST_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
 DIGEST = "Swarm-Sha256"
-# No count limit: nats-py drops what overflows it and its ordered consumer does not notice the gap.
-# The server's flow-control window (at most 32 MiB) bounds what is in flight, under the byte limit.
-_PENDING_MSGS = 0
-_PENDING_BYTES = 64 * 1_024 * 1_024
 
 
 class Position(msgspec.Struct, frozen=True):
@@ -174,18 +169,7 @@ class Log:
         (a callback subscription would acknowledge flow control on arrival, and a slow reader would
         overflow the client's buffer and silently lose messages).
         """
-        sub = await self._js.subscribe(
-            _qualified(subject),
-            stream=self._settings.stream,
-            ordered_consumer=True,
-            config=ConsumerConfig(
-                deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-                opt_start_seq=after_seq + 1,
-                inactive_threshold=60.0,
-            ),
-            pending_msgs_limit=_PENDING_MSGS,
-            pending_bytes_limit=_PENDING_BYTES,
-        )
+        sub = await open_reader(self._js, self._settings.stream, _qualified(subject), after_seq)
         try:
             if not follow and await _empty(sub):
                 return
@@ -199,8 +183,7 @@ class Log:
                     last = chunk[-1].seq
                     yield chunk
         finally:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+            await close_reader(sub, self._settings.stream)
 
 
 async def _next_chunk(

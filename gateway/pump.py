@@ -19,6 +19,7 @@ from gateway.metrics import Metrics
 # Close codes (README, "WebSocket protocol").
 NORMAL = 1000  # the run ended: the final frame was sent
 GOING_AWAY = 1001  # the replica is shutting down: reconnect (to any replica) with after_seq
+INTERNAL = 1011  # the relay failed (logged with its request): reconnect with after_seq
 BAD_REQUEST = 4400  # the first frame or a parameter is not valid
 AUTH_FAILED = 4401  # no valid key or ticket, or the key may not read
 NOT_FOUND = 4404  # no such run in the key's tenant

@@ -30,6 +30,7 @@ from gateway.pump import (
     AUTH_FAILED,
     BAD_REQUEST,
     GOING_AWAY,
+    INTERNAL,
     NORMAL,
     NOT_FOUND,
     RESYNC,
@@ -189,12 +190,24 @@ async def _relay(
         asyncio.ensure_future(_drain_incoming(ws)),
     }
     try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+    failed = _failure(done)
+    if failed is not None:
+        log.error("relay_failed", subject=subject, sent=pump.sent, exc_info=failed)
+        raise Closed(INTERNAL, f"relay failed; resume with after_seq={pump.sent}")
     await _close(ws, pump, app[STOPPING].is_set(), app[METRICS])
+
+
+def _failure(done: set[asyncio.Future[object]]) -> BaseException | None:
+    """The first unexpected error among the relay's finished tasks (the client leaving is not one)."""
+    for task in done:
+        if not task.cancelled() and (error := task.exception()) is not None:
+            return error
+    return None
 
 
 async def _ended_by(conn: bus.Connection, subject: str, after_seq: int) -> End | None:

@@ -14,6 +14,7 @@ import pytest
 
 import bus
 from bus._cancellation import wait_for
+from tests.bus._waits import eventually
 
 ROUNDS = 200
 
@@ -49,6 +50,28 @@ async def test_a_cancelled_reader_never_goes_on_to_follow(conn: bus.Connection) 
             pass
 
     assert await _cancel_at_random(read_then_follow, seed=2) == []
+
+
+async def test_readers_leave_no_consumer_behind(conn: bus.Connection) -> None:
+    """Every reader deletes its consumer, including one cancelled while nats-py was creating it: the
+    server keeps none (it used to keep each for a minute, and refused new ones past about a thousand)."""
+
+    async def consumers() -> int:
+        info = await conn.js.stream_info(conn.settings.stream)
+        return int(info.state.consumer_count)
+
+    async def follow() -> None:
+        async for _ in conn.log.follow("tenant.>"):
+            pass
+
+    for _ in range(50):
+        assert [r async for r in conn.log.read("tenant.>")] == []
+    assert await _cancel_at_random(follow, seed=3) == []
+
+    async def none_left() -> bool:
+        return await consumers() == 0
+
+    await eventually(none_left, within=3)
 
 
 async def test_wait_for_keeps_the_timeouts_meaning() -> None:

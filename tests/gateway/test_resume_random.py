@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import pytest
 from aiohttp import ClientWebSocketResponse, WSMsgType
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -116,7 +115,7 @@ async def replica(system: System) -> AsyncIterator[TestClient[Any, Any]]:
     """Another gateway on the same log, whose shutdown waits at most 2 s for handlers still running."""
     app = gateway.create_app(system.conn, system.settings)
     server = TestServer(app)
-    await server.start_server(shutdown_timeout=2.0)  # leaked handlers (see the xfail below) hold it 60 s
+    await server.start_server(shutdown_timeout=2.0)  # a handler left running would hold it 60 s
     async with TestClient(server) as client:
         yield client
 
@@ -146,13 +145,6 @@ async def test_random_disconnects_and_resumes_see_every_event_once_in_order(syst
         await watch_rounds(system, client)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sockets the client closes while their run's events are live leave their server handler "
-    "running: after the random rounds 9-37 stay counted in swarm_gateway_websockets_open, and shutdown "
-    "then waits the runner's shutdown_timeout (60 s by default) for them; seen with the shared-subscription "
-    "relay (gateway/hub.py) and already with the relay before it (4ec9cad), so not only the rewrite",
-)
 async def test_sockets_the_clients_dropped_are_released(system: System) -> None:
     """After the random rounds, with every client gone, the gateway counts no open socket."""
     async with replica(system) as client:
