@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 import structlog
@@ -202,7 +202,7 @@ async def _relay(
     await _close(ws, pump, app[STOPPING].is_set(), app[METRICS])
 
 
-def _failure(done: set[asyncio.Future[object]]) -> BaseException | None:
+def _failure(done: Iterable[asyncio.Future[Any]]) -> BaseException | None:
     """The first unexpected error among the relay's finished tasks (the client leaving is not one)."""
     for task in done:
         if not task.cancelled() and (error := task.exception()) is not None:
