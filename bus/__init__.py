@@ -1,8 +1,10 @@
-"""Everything that touches NATS: connection, provisioning, the log, work queues, blobs, embedded server."""
+"""Everything that touches NATS: connection, provisioning, the log, work queues, blobs, claims, embedded
+server."""
 
 from bus import _cancellation
 from bus._pipeline import Ack
 from bus.blobs import Blobs
+from bus.claims import Claims
 from bus.connection import Connection, connect
 from bus.consume import Delivery, Queue, Reject, Retry, Worker
 from bus.errors import (
@@ -29,6 +31,7 @@ __all__ = [
     "BlobError",
     "Blobs",
     "BusError",
+    "Claims",
     "ConcurrencyConflict",
     "Connection",
     "Delivery",

@@ -15,6 +15,7 @@ from nats.js import JetStreamContext
 
 from bus._pipeline import Pipeline
 from bus.blobs import Blobs
+from bus.claims import Claims
 from bus.errors import Unreachable
 from bus.log import Log
 from bus.provision import provision
@@ -25,13 +26,14 @@ log = structlog.get_logger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Connection:
-    """What a role uses of NATS: the log, the blob store and, for consumers, JetStream itself."""
+    """What a role uses of NATS: the log, the blob store, claims and, for consumers, JetStream itself."""
 
     nc: Client
     js: JetStreamContext
     settings: Settings
     log: Log
     blobs: Blobs
+    claims: Claims
 
     async def provision(self) -> None:
         await provision(self.js, self.settings)
@@ -73,7 +75,12 @@ async def connect(settings: Settings, *, name: str = "swarm") -> AsyncIterator[C
     await pipeline.start()
     try:
         yield Connection(
-            nc=nc, js=js, settings=settings, log=Log(js, pipeline, settings), blobs=Blobs(js, settings)
+            nc=nc,
+            js=js,
+            settings=settings,
+            log=Log(js, pipeline, settings),
+            blobs=Blobs(js, settings),
+            claims=Claims(js, settings),
         )
     finally:
         await pipeline.stop()

@@ -1,4 +1,5 @@
-"""Creates or updates the `SWARM` stream and the blob bucket; safe to run from every process at start."""
+"""Creates or updates the `SWARM` stream, the blob bucket and the claims bucket; safe to run from every
+process at start."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import structlog
 from nats.js import JetStreamContext
 from nats.js.api import (
     DiscardPolicy,
+    KeyValueConfig,
     ObjectStoreConfig,
     RetentionPolicy,
     StorageType,
@@ -45,6 +47,7 @@ async def provision(js: JetStreamContext, settings: Settings) -> None:
     """Make the log and the blob bucket exist with the configured settings (idempotent)."""
     await _stream(js, settings.stream, stream_config(settings))
     await _bucket(js, settings)
+    await _claims(js, settings)
 
 
 async def _stream(js: JetStreamContext, name: str, config: StreamConfig) -> None:
@@ -74,3 +77,18 @@ async def _bucket(js: JetStreamContext, settings: Settings) -> None:
         )
         await js.create_object_store(settings.blob_bucket, config=config)
         log.info("bucket_created", bucket=settings.blob_bucket)
+
+
+async def _claims(js: JetStreamContext, settings: Settings) -> None:
+    try:
+        await js.key_value(settings.claims_bucket)
+    except NotFoundError:
+        config = KeyValueConfig(
+            bucket=settings.claims_bucket,
+            description="codex-swarm names taken once (used WebSocket tickets)",
+            ttl=settings.claim_hours * 3_600,
+            storage=StorageType.FILE,
+            replicas=settings.replicas,
+        )
+        await js.create_key_value(config)
+        log.info("bucket_created", bucket=settings.claims_bucket)

@@ -25,6 +25,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     max_bytes: Annotated[int, Meta(ge=-1)] = -1  # -1 has no size limit
     duplicate_window_hours: Annotated[float, Meta(ge=24)] = 24.0
     blob_bucket: Annotated[str, Meta(pattern="^[A-Za-z0-9_-]{1,64}$")] = "SWARM_BLOBS"
+    claims_bucket: Annotated[str, Meta(pattern="^[A-Za-z0-9_-]{1,64}$")] = "SWARM_CLAIMS"
+    claim_hours: Annotated[float, Meta(gt=0, le=24 * 30)] = 1.0  # how long a taken name stays taken
     inline_limit: Annotated[int, Meta(ge=1_024, le=65_536)] = 65_536
     max_message_bytes: Annotated[int, Meta(ge=1_024, le=1_024 * 1_024)] = 256 * 1_024
     publish_timeout: Annotated[float, Meta(gt=0)] = 5.0

@@ -37,7 +37,7 @@ def create_app(conn: bus.Connection, settings: Settings) -> web.Application:
     app[KEYS] = KeyCache(conn.log)
     app[LIMITER] = RateLimiter(settings.rate_per_second, settings.rate_burst)
     app[METRICS] = Metrics()
-    app[TICKETS] = Tickets(settings.ticket_secret, settings.ticket_ttl)
+    app[TICKETS] = Tickets(settings.ticket_secret, settings.ticket_ttl, conn.claims)
     app[STOPPING] = asyncio.Event()
     app[HUBS] = Hubs(conn.log, queue_size=max(1_000, settings.ws_queue * 4))
     app.cleanup_ctx.append(_follow_keys)

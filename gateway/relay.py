@@ -136,7 +136,7 @@ async def _authenticate(
     app = request.app
     ticket = request.query.get("ticket")
     if ticket is not None:
-        key_id = app[TICKETS].redeem(ticket, scope)
+        key_id = await app[TICKETS].redeem(ticket, scope)
         state = app[KEYS].get(key_id) if key_id else None
         if state is None or not state.usable(datetime.now(UTC)):
             raise Closed(AUTH_FAILED, "the ticket is not valid, expired or already used")

@@ -2,7 +2,8 @@
 
 A ticket is `<payload>.<HMAC-SHA256>`: the key it was issued to, the socket it opens (a run id or
 `feed`), an expiry and a nonce. Replicas that share `gateway.ticket_secret` accept each other's
-tickets; single use is enforced per replica (a used nonce is remembered until it expires).
+tickets; a ticket opens one socket in all: its nonce is claimed in the bus's claims bucket, shared by
+every replica, when it is redeemed.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from collections.abc import Callable
 
 import msgspec
 
+import bus
+
 
 class _Payload(msgspec.Struct, frozen=True, array_like=True):
     key_id: str
@@ -26,11 +29,13 @@ class _Payload(msgspec.Struct, frozen=True, array_like=True):
 
 
 class Tickets:
-    def __init__(self, secret: str, ttl: float, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, secret: str, ttl: float, claims: bus.Claims, clock: Callable[[], float] = time.time
+    ) -> None:
         self._secret = secret.encode() if secret else secrets.token_bytes(32)
         self._ttl = ttl
+        self._claims = claims
         self._clock = clock
-        self._used: dict[str, float] = {}
 
     @property
     def ttl(self) -> float:
@@ -41,7 +46,7 @@ class Tickets:
         raw = _b64(msgspec.json.encode(payload))
         return f"{raw}.{self._sign(raw)}"
 
-    def redeem(self, ticket: str, scope: str) -> str | None:
+    async def redeem(self, ticket: str, scope: str) -> str | None:
         """The key id a valid, unexpired, unused ticket for `scope` was issued to; else `None`."""
         raw, _, signature = ticket.partition(".")
         if not hmac.compare_digest(signature, self._sign(raw)):
@@ -52,19 +57,14 @@ class Tickets:
             )
         except (binascii.Error, ValueError, msgspec.MsgspecError):
             return None
-        now = self._clock()
-        self._forget_expired(now)
-        if payload.scope != scope or payload.expires < now or payload.nonce in self._used:
+        if payload.scope != scope or payload.expires < self._clock():
             return None
-        self._used[payload.nonce] = payload.expires
+        if not await self._claims.take(f"ticket.{payload.nonce}"):
+            return None
         return payload.key_id
 
     def _sign(self, raw: str) -> str:
         return _b64(hmac.new(self._secret, raw.encode(), hashlib.sha256).digest())
-
-    def _forget_expired(self, now: float) -> None:
-        for nonce in [n for n, expires in self._used.items() if expires < now]:
-            del self._used[nonce]
 
 
 def _b64(data: bytes) -> str:

@@ -72,7 +72,11 @@ async def test_provisioning_is_idempotent(bus_settings: bus.Settings) -> None:
         ref = await two.blobs.put(b"the bucket exists")
 
     config = info.config
-    assert names == [f"OBJ_{bus_settings.blob_bucket}", bus_settings.stream]
+    assert names == [
+        f"KV_{bus_settings.claims_bucket}",
+        f"OBJ_{bus_settings.blob_bucket}",
+        bus_settings.stream,
+    ]
     assert info.state.messages == 1
     assert info.state.last_seq == ack.seq
     assert config.storage == StorageType.FILE

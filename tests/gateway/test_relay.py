@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
+import msgspec
 import pytest
 from aiohttp import ClientWebSocketResponse, WSMsgType
+from aiohttp.test_utils import TestClient, TestServer
 
+import gateway
 from tests.gateway._runs import FakeExecutor
 from tests.gateway.conftest import TENANT, System
 from tests.gateway.test_commands import create_project, start_run
@@ -86,6 +91,34 @@ async def test_tickets_are_single_use_and_scoped(system: System) -> None:
     closed = await again.receive()
     assert closed.type is WSMsgType.CLOSE
     assert closed.data == 4401
+
+
+@contextlib.asynccontextmanager
+async def replica(system: System, settings: gateway.Settings) -> AsyncIterator[TestClient[Any, Any]]:
+    async with TestClient(TestServer(gateway.create_app(system.conn, settings))) as client:
+        yield client
+
+
+async def test_a_ticket_opens_one_socket_across_replicas(system: System) -> None:
+    """Replicas sharing the ticket secret accept each other's tickets, and a ticket used on one is refused
+    on every other; two replicas redeeming one ticket at the same moment open one socket between them."""
+    shared = msgspec.structs.replace(system.settings, ticket_secret="shared-ticket-secret")
+    run = await start_run(system, await create_project(system))
+    path = f"/v1/runs/{run['id']}/events?ticket="
+    async with replica(system, shared) as a, replica(system, shared) as b:
+        made = await a.post("/v1/tickets", json={"run_id": run["id"]}, headers=system.auth())
+        ticket = (await made.json())["ticket"]
+        first = await b.ws_connect(path + ticket)
+        assert (await frames(first, "ready"))[-1]["type"] == "ready"
+        for client in (a, b):
+            again = await client.ws_connect(path + ticket)
+            assert (await again.receive()).data == 4401
+        made = await b.post("/v1/tickets", json={"run_id": run["id"]}, headers=system.auth())
+        ticket = (await made.json())["ticket"]
+        sockets = await asyncio.gather(a.ws_connect(path + ticket), b.ws_connect(path + ticket))
+        firsts = [await ws.receive() for ws in sockets]
+        assert sorted(m.type for m in firsts) == sorted([WSMsgType.TEXT, WSMsgType.CLOSE])
+        assert [m.data for m in firsts if m.type is WSMsgType.CLOSE] == [4401]
 
 
 @pytest.mark.parametrize(
