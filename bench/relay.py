@@ -1,71 +1,78 @@
-"""Relay: run events through JetStream → gateway → WebSocket against raw nats-py subscribers, in one run.
+"""Relay: run events through JetStream → gateway → WebSocket against raw aiohttp broadcasting the same
+frames to the same number of watchers, in one run.
 
-One embedded nats-server; the gateway in a child process (`python -m swarm.cli gateway`); the watchers
-in another child process, so neither shares an event loop with the publisher (this process). For 1, 10
-and 100 watchers, each phase starts a fresh run (a `StartRun` command on the log; no executor) and
-appends `run.agent_message` events to it with `Log.append`, once at a fixed rate and once as fast as
-serial appends go. Each side is measured on its own, one after the other, in an order that alternates:
+One embedded nats-server; the gateway (`python -m swarm.cli gateway`) and the baseline (this file with
+`--raw-server`: an aiohttp app with no middleware that broadcasts each frame to every socket) in child
+processes; the watchers in a third child per phase; the publisher in this process.
 
-- **gateway**: N WebSockets on `/v1/runs/{run_id}/events` (first-frame auth with an admin key from
-  `swarm.keys.bootstrap`), each decoding its `event` frames;
-- **raw**: N nats-py connections, each with a core subscription on the run's subject, decoding the
-  event itself.
+- **gateway**: each phase starts a run (a `StartRun` on the log, no executor); N watchers open
+  `/v1/runs/{id}/events` with first-frame auth; the publisher appends `run.agent_message` events with
+  `Log.append` (one in flight per run, as an executor does).
+- **raw**: N watchers open the baseline's socket; the baseline encodes the same `AgentMessage` event per
+  frame, in the gateway's frame shape, and sends it to every socket.
 
-Latency is the watcher's wall clock on receipt minus the event's `at`, stamped just before its append,
-so both sides include the publish. Deliveries/s is every watcher's events over the time from the first
-append to the last receipt. One appender per run subject waits for each ack (the expected sequence
-comes from the previous one), which caps the offered rate near 4k events/s (notes/perf-ceilings.md).
-CPU is the gateway's and the watcher process's user + system time per delivery (the gateway's from /proc).
+Each phase runs at a fixed rate (`--rate`, the issue's 1k events/s) and then as fast as each side goes.
+Latency is receipt minus the event's `at`, stamped just before its append or send. Deliveries/s is every
+watcher's events over the time from the first event to the last receipt. The watchers use a minimal
+WebSocket client (frame headers and the `at` field only), so the client process is not what saturates.
+**Idle memory**: `--idle` sockets are opened and authenticated on a quiet run; the server's RSS before and
+after, divided by the number of sockets.
 
-    .venv/bin/python bench/relay.py [--rate 1000] [--seconds 2] [--burst 2000] [--rounds 1]
+    .venv/bin/python bench/relay.py [--watchers 10,100] [--rate 1000] [--seconds 3] [--burst 3000]
+                                    [--idle 1000] [--rounds 1]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import logging
 import os
+import resource
 import statistics
 import sys
 import tempfile
 import time
-from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
-import aiohttp
 import msgspec
-import nats
 import structlog
-from nats.aio.msg import Msg
+from aiohttp import WSMsgType, web
 
 import bus
-from schemas import AgentMessage, Body, IdSource, Kind, StartRun, subjects
+from schemas import AgentMessage, Body, IdSource, Kind, StartRun, encode, subjects
 from swarm import keys
 
 TENANT = "bench"
 ACTOR = "exe_bench"
 TEXT = "I ran the tests; two failures remain in the parser, fixing the off-by-one now. " * 3
-WATCHERS = (1, 10, 100)
 _TICK = os.sysconf("SC_CLK_TCK")
+_AT = b'"at":"'
+_IN_FLIGHT = 64
 
 
-# The watcher child: `relay.py --watch SPEC` connects, says `connected`, waits for the warm-up event on
-# every watcher, says `ready`, then reports one `Seen` line once every watcher has its events.
+def more_files() -> None:
+    """Raise this process's open-file limit to the hard limit (1,000 sockets need more than 1,024 fds)."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+# The watcher child: `relay.py --watch SPEC` opens its sockets, says `connected` once each has its first
+# frame, `ready` once each has its warm-up event, then reports one `Seen` line when every watcher has its
+# events. Idle (no events): it holds the sockets until its stdin closes.
 
 
 class Spec(msgspec.Struct, frozen=True, kw_only=True):
-    side: str  # "gateway" or "raw"
-    url: str  # the gateway's base URL, or the NATS URL
-    key: str
-    run_id: str
-    subject: str
+    url: str  # ws://host:port/path
+    auth: str  # the first frame to send, or "" for none
     watchers: int
-    events: int  # measured events, after one warm-up event
+    events: int  # measured events, after one warm-up event; 0: idle sockets, held until stdin closes
     timeout: float
 
 
@@ -74,25 +81,43 @@ class Seen(msgspec.Struct, frozen=True, kw_only=True):
     latencies_ms: list[float]
     last: float  # wall clock of the last receipt
     cpu: float
-    closes: list[int]  # WebSocket close codes seen before the end
+    closes: list[int]  # close codes seen before the end
 
 
-class Stamp(msgspec.Struct, frozen=True):
-    at: datetime
+class Socket:
+    """A minimal WebSocket client: the upgrade, one masked text frame out, unmasked frames in."""
 
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
 
-class Frame(msgspec.Struct, frozen=True):
-    type: str
-    event: Stamp | None = None
+    @classmethod
+    async def open(cls, url: str) -> Socket:
+        parts = urlsplit(url)
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port, limit=1 << 22)
+        key = base64.b64encode(os.urandom(16)).decode()
+        writer.write(
+            f"GET {parts.path}?{parts.query} HTTP/1.1\r\nHost: {parts.netloc}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        head = await reader.readuntil(b"\r\n\r\n")
+        if b" 101 " not in head.split(b"\r\n", 1)[0]:
+            raise SystemExit(f"no upgrade: {head[:200]!r}")
+        return cls(reader, writer)
 
+    def send(self, opcode: int, data: bytes) -> None:
+        mask, n = os.urandom(4), len(data)
+        length = bytes([0x80 | n]) if n < 126 else bytes([0x80 | 126]) + n.to_bytes(2, "big")
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+        self.writer.write(bytes([0x80 | opcode]) + length + mask + masked)
 
-class LogLine(msgspec.Struct):
-    event: str = "?"
-
-
-_frame = msgspec.json.Decoder(Frame)
-_log_line = msgspec.json.Decoder(LogLine)
-_stamp = msgspec.json.Decoder(Stamp)
+    async def frame(self) -> tuple[int, bytes]:
+        head = await self.reader.readexactly(2)
+        n = head[1] & 0x7F
+        if n == 126:
+            n = int.from_bytes(await self.reader.readexactly(2), "big")
+        elif n == 127:
+            n = int.from_bytes(await self.reader.readexactly(8), "big")
+        return head[0] & 0x0F, await self.reader.readexactly(n)
 
 
 class Watcher:
@@ -101,76 +126,75 @@ class Watcher:
     def __init__(self, events: int) -> None:
         self.latencies: list[float] = []
         self.last = 0.0
+        self.connected = asyncio.Event()  # the first frame (ready) arrived: the socket is live
         self.warm = asyncio.Event()
         self.done = asyncio.Event()
         self._events = events
 
-    def saw(self, stamp: Stamp) -> None:
+    def saw(self, payload: bytes) -> None:
+        at = payload.find(_AT)
+        if at < 0:
+            return  # ready and position frames
         now = time.time()
         if not self.warm.is_set():
             self.warm.set()
             return
-        self.latencies.append((now - stamp.at.timestamp()) * 1_000)
+        stamp = datetime.fromisoformat(payload[at + 6 : payload.index(b'"', at + 6)].decode())
+        self.latencies.append((now - stamp.timestamp()) * 1_000)
         self.last = now
         if len(self.latencies) >= self._events:
             self.done.set()
 
 
-async def ws_watch(session: aiohttp.ClientSession, spec: Spec, watcher: Watcher, closes: list[int]) -> None:
-    async with session.ws_connect(f"{spec.url}/v1/runs/{spec.run_id}/events", max_msg_size=0) as ws:
-        await ws.send_json({"type": "auth", "key": spec.key})
-        async for message in ws:
-            if message.type is not aiohttp.WSMsgType.TEXT:
+async def follow(spec: Spec, watcher: Watcher, closes: list[int]) -> None:
+    socket = await Socket.open(spec.url)
+    if spec.auth:
+        socket.send(0x1, spec.auth.encode())
+    try:
+        while not watcher.done.is_set():
+            opcode, payload = await socket.frame()
+            if opcode == 0x8:
+                closes.append(int.from_bytes(payload[:2], "big"))
                 break
-            frame = _frame.decode(message.data)
-            if frame.event is not None:
-                watcher.saw(frame.event)
-                if watcher.done.is_set():
-                    return
-        closes.append(ws.close_code or 0)
+            if opcode == 0x9:
+                socket.send(0xA, payload)
+            elif opcode == 0x1:
+                watcher.connected.set()
+                watcher.saw(payload)
+    finally:
+        watcher.connected.set()
         watcher.warm.set()
         watcher.done.set()
-
-
-@contextlib.asynccontextmanager
-async def raw_watchers(spec: Spec, watchers: list[Watcher]) -> AsyncIterator[None]:
-    async with contextlib.AsyncExitStack() as stack:
-        for watcher in watchers:
-            nc = await nats.connect(spec.url, name="bench-raw")
-            stack.push_async_callback(nc.close)
-
-            async def on_msg(msg: Msg, watcher: Watcher = watcher) -> None:
-                watcher.saw(_stamp.decode(msg.data))
-
-            await nc.subscribe(spec.subject, cb=on_msg)
-            await nc.flush()
-        yield
+        socket.writer.close()
 
 
 async def watch(spec: Spec) -> Seen:
+    more_files()
     watchers = [Watcher(spec.events) for _ in range(spec.watchers)]
     closes: list[int] = []
-    tasks: list[asyncio.Task[None]] = []
-    async with contextlib.AsyncExitStack() as stack, asyncio.TaskGroup() as group:
-        if spec.side == "raw":
-            await stack.enter_async_context(raw_watchers(spec, watchers))
-        else:
-            session = await stack.enter_async_context(aiohttp.ClientSession())
-            tasks = [group.create_task(ws_watch(session, spec, w, closes)) for w in watchers]
+    async with asyncio.TaskGroup() as group:
+        tasks = [group.create_task(follow(spec, w, closes)) for w in watchers]
+        await asyncio.gather(*(w.connected.wait() for w in watchers))
         say("connected")
+        if spec.events == 0:  # idle sockets: hold them until the parent has measured
+            await asyncio.to_thread(sys.stdin.read)
         await asyncio.gather(*(w.warm.wait() for w in watchers))
         say("ready")
         cpu = time.process_time()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(spec.timeout):
                 await asyncio.gather(*(w.done.wait() for w in watchers))
-        if spec.side == "gateway":
-            for task in tasks:
-                task.cancel()
+        for task in tasks:
+            task.cancel()
     latencies = [ms for w in watchers for ms in w.latencies]
     last = max(w.last for w in watchers)
-    cpu = time.process_time() - cpu
-    return Seen(received=len(latencies), latencies_ms=latencies, last=last, cpu=cpu, closes=closes)
+    return Seen(
+        received=len(latencies),
+        latencies_ms=latencies,
+        last=last,
+        cpu=time.process_time() - cpu,
+        closes=closes,
+    )
 
 
 def say(line: str) -> None:
@@ -178,19 +202,95 @@ def say(line: str) -> None:
     sys.stdout.flush()
 
 
-# The parent: nats-server, the gateway child, one watcher child per phase, and the publisher.
+# The baseline child: `relay.py --raw-server` serves `/ws` (sockets) and `POST /send` (`Send`).
+
+
+class Send(msgspec.Struct, frozen=True):
+    events: int
+    rate: float | None
+
+
+def frame_of(seq: int, event: AgentMessage) -> bytes:
+    """The gateway's event frame for `event`, byte for byte the same shape."""
+    return b'{"type":"event","seq":%d,"event_type":"run.agent_message","event":%s}' % (seq, encode(event))
+
+
+def raw_app() -> web.Application:
+    sockets: set[web.WebSocketResponse] = set()
+    messages = Messages("run_raw")
+
+    async def ws(request: web.Request) -> web.WebSocketResponse:
+        socket = web.WebSocketResponse()
+        await socket.prepare(request)
+        await socket.send_str('{"type":"ready"}')
+        sockets.add(socket)
+        try:
+            async for _ in socket:
+                pass
+        finally:
+            sockets.discard(socket)
+        return socket
+
+    async def send(request: web.Request) -> web.Response:
+        order = msgspec.json.decode(await request.read(), type=Send)
+        start = time.perf_counter()
+        for i in range(order.events):
+            if order.rate is not None and (ahead := start + i / order.rate - time.perf_counter()) > 0:
+                await asyncio.sleep(ahead)
+            frame = frame_of(i + 1, messages.next(i))
+            for socket in list(sockets):
+                await socket.send_frame(frame, WSMsgType.TEXT)
+        return web.Response(text="sent")
+
+    app = web.Application()
+    app.router.add_get("/ws", ws)
+    app.router.add_post("/send", send)
+    return app
+
+
+async def serve_raw() -> None:
+    more_files()
+    runner = web.AppRunner(raw_app(), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    server = site._server
+    assert isinstance(server, asyncio.base_events.Server)
+    say(f"raw on http://127.0.0.1:{server.sockets[0].getsockname()[1]}")
+    await asyncio.to_thread(sys.stdin.read)
+    await runner.cleanup()
+
+
+class Messages:
+    def __init__(self, run_id: str) -> None:
+        self._ids = IdSource()
+        self._run_id = run_id
+
+    def next(self, i: int) -> AgentMessage:
+        return AgentMessage(
+            id=self._ids.new(Kind.EVENT),
+            at=datetime.now(UTC),
+            tenant=TENANT,
+            actor=ACTOR,
+            run_id=self._run_id,
+            item_id=f"item_{i}",
+            text=Body(text=TEXT),
+        )
+
+
+# The parent: nats-server, the gateway and baseline children, a watcher child per phase, the publisher.
 
 
 @dataclass(frozen=True, slots=True)
 class Phase:
     side: str
     watchers: int
-    rate: float | None  # events/s offered; None: as fast as serial appends go
+    rate: float | None  # events/s offered; None: as fast as the side goes
     events: int
     seen: Seen
     started: float
-    appended: float  # wall clock when the last append was acknowledged
-    gateway_cpu: float
+    sent: float  # wall clock when the last event was appended (gateway) or handed to the sockets (raw)
+    server_cpu: float
 
     @property
     def deliveries(self) -> float:
@@ -202,7 +302,7 @@ class Phase:
 
     @property
     def offered(self) -> float:
-        return self.events / max(1e-9, self.appended - self.started)
+        return self.events / max(1e-9, self.sent - self.started)
 
     def cpu_us(self, seconds: float) -> float:
         return seconds / max(1, self.seen.received) * 1e6
@@ -214,32 +314,49 @@ def cpu_of(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICK
 
 
+def rss_of(pid: int) -> int:
+    """A process's resident set size in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1_024
+    raise SystemExit(f"no VmRSS for {pid}")
+
+
 @contextlib.asynccontextmanager
-async def gateway_process(nats_url: str, data_dir: Path) -> AsyncIterator[tuple[str, int]]:
-    """`swarm gateway` in a child process on a free port: its base URL and pid."""
-    env = {
-        **os.environ,
-        "SWARM_BUS__URL": nats_url,
-        "SWARM_GATEWAY__PORT": "0",
-        "SWARM_LOG__LEVEL": "warning",
-        "SWARM_DATA_DIR": str(data_dir),
-    }
-    data_dir.mkdir(parents=True)
-    with (data_dir / "gateway.log").open("wb") as sink:
-        child = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "swarm.cli", "gateway", env=env, stdout=asyncio.subprocess.PIPE, stderr=sink
+async def child(
+    argv: list[str], env: dict[str, str], banner: str, log: Path
+) -> AsyncIterator[tuple[str, int]]:
+    """A server child that prints `<banner> <url>` once listening: its URL and pid."""
+    with log.open("wb") as sink:
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            env=env,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=sink,
+            preexec_fn=more_files,
         )
     try:
-        assert child.stdout is not None
+        assert process.stdout is not None
         async with asyncio.timeout(30):
-            line = (await child.stdout.readline()).decode()
-        if not line.startswith("gateway on "):
-            raise SystemExit(f"the gateway did not start: {line!r}")
-        yield line.removeprefix("gateway on ").strip(), child.pid
+            line = (await process.stdout.readline()).decode()
+        if not line.startswith(banner):
+            raise SystemExit(f"{argv[-1]} did not start: {line!r} (see {log})")
+        yield line.removeprefix(banner).strip(), process.pid
     finally:
         with contextlib.suppress(ProcessLookupError):
-            child.terminate()
-        await child.wait()
+            process.terminate()
+        await process.wait()
+
+
+@dataclass(frozen=True, slots=True)
+class System:
+    conn: bus.Connection
+    gateway_url: str
+    gateway_pid: int
+    raw_url: str
+    raw_pid: int
+    key: str
 
 
 class Publisher:
@@ -247,95 +364,160 @@ class Publisher:
 
     def __init__(self, conn: bus.Connection) -> None:
         self._log = conn.log
+        self._js = conn.js
         self._ids = IdSource()
         self._project = self._ids.new(Kind.PROJECT)
 
     async def new_run(self) -> str:
         run_id = self._ids.new(Kind.RUN)
-        command = StartRun(
-            id=self._ids.new(Kind.COMMAND),
-            at=datetime.now(UTC),
-            tenant=TENANT,
-            actor=ACTOR,
-            run_id=run_id,
-            project_id=self._project,
-            instructions="relay benchmark",
+        await self._log.send(
+            StartRun(
+                id=self._ids.new(Kind.COMMAND),
+                at=datetime.now(UTC),
+                tenant=TENANT,
+                actor=ACTOR,
+                run_id=run_id,
+                project_id=self._project,
+                instructions="relay benchmark",
+            )
         )
-        await self._log.send(command)
         return run_id
 
-    async def append(self, run_id: str, n: int, rate: float | None, at: bus.Position) -> bus.Position:
+    async def append(self, messages: Messages, n: int, rate: float | None, at: bus.Position) -> bus.Position:
+        """At `rate`, as an executor appends (`Log.append`, one in flight); without one, as fast as
+        JetStream takes them (`_IN_FLIGHT` plain publishes at once), so the relay is what saturates."""
+        if rate is None:
+            await self._flood(messages, n)
+            return at
         start = time.perf_counter()
         for i in range(n):
-            if rate is not None and (ahead := start + i / rate - time.perf_counter()) > 0:
+            if (ahead := start + i / rate - time.perf_counter()) > 0:
                 await asyncio.sleep(ahead)
-            at = await self._log.append(self._message(run_id, i), at)
+            at = await self._log.append(messages.next(i), at)
         return at
 
-    def _message(self, run_id: str, i: int) -> AgentMessage:
-        return AgentMessage(
-            id=self._ids.new(Kind.EVENT),
-            at=datetime.now(UTC),
-            tenant=TENANT,
-            actor=ACTOR,
-            run_id=run_id,
-            item_id=f"item_{i}",
-            text=Body(text=TEXT),
-        )
+    async def _flood(self, messages: Messages, n: int) -> None:
+        slots = asyncio.Semaphore(_IN_FLIGHT)
+
+        async def one(event: AgentMessage) -> None:
+            try:
+                await self._js.publish(
+                    subjects.of_event(event), encode(event), headers={"Nats-Msg-Id": event.id}
+                )
+            finally:
+                slots.release()
+
+        async with asyncio.TaskGroup() as group:
+            for i in range(n):
+                await slots.acquire()
+                group.create_task(one(messages.next(i)))
 
 
-@dataclass(frozen=True, slots=True)
-class System:
-    publisher: Publisher
-    nats_url: str
-    gateway_url: str
-    gateway_pid: int
-    key: str
+def ws_url(base: str, path: str) -> str:
+    return base.replace("http://", "ws://", 1) + path
+
+
+async def spawn_watchers(spec: Spec) -> asyncio.subprocess.Process:
+    argv = (__file__, "--watch", msgspec.json.encode(spec).decode())
+    return await asyncio.create_subprocess_exec(
+        sys.executable, *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+    )
 
 
 async def phase(system: System, side: str, watchers: int, rate: float | None, events: int) -> Phase:
-    run_id = await system.publisher.new_run()
-    spec = Spec(
-        side=side,
-        url=system.gateway_url if side == "gateway" else system.nats_url,
-        key=system.key,
-        run_id=run_id,
-        subject=subjects.events(TENANT, "run", run_id),
-        watchers=watchers,
-        events=events,
-        timeout=30.0,
-    )
-    argv = (__file__, "--watch", msgspec.json.encode(spec).decode())
-    child = await asyncio.create_subprocess_exec(sys.executable, *argv, stdout=asyncio.subprocess.PIPE)
-    assert child.stdout is not None
+    auth = msgspec.json.encode({"type": "auth", "key": system.key}).decode()
+    if side == "gateway":
+        publisher = Publisher(system.conn)
+        run_id = await publisher.new_run()
+        spec = Spec(
+            url=ws_url(system.gateway_url, f"/v1/runs/{run_id}/events"),
+            auth=auth,
+            watchers=watchers,
+            events=events,
+            timeout=60.0,
+        )
+    else:
+        spec = Spec(
+            url=ws_url(system.raw_url, "/ws"), auth="", watchers=watchers, events=events, timeout=60.0
+        )
+    pid = system.gateway_pid if side == "gateway" else system.raw_pid
+    watcher = await spawn_watchers(spec)
+    assert watcher.stdout is not None
     try:
-        await expect(child.stdout, "connected")
-        at = await system.publisher.append(run_id, 1, None, bus.START)
-        await expect(child.stdout, "ready")
-        gateway_cpu = cpu_of(system.gateway_pid)
+        await expect(watcher.stdout, "connected")
+        if side == "gateway":
+            messages = Messages(run_id)
+            at = await system.conn.log.append(messages.next(0), bus.START)
+        else:
+            await post(system.raw_url, Send(1, None))
+        await expect(watcher.stdout, "ready")
+        cpu = cpu_of(pid)
         started = time.time()
-        await system.publisher.append(run_id, events, rate, at)
-        appended = time.time()
-        seen = msgspec.json.decode(await child.stdout.read(), type=Seen)
-        gateway_cpu = cpu_of(system.gateway_pid) - gateway_cpu
+        if side == "gateway":
+            await publisher.append(messages, events, rate, at)
+        else:
+            await post(system.raw_url, Send(events, rate))
+        sent = time.time()
+        seen = msgspec.json.decode(await watcher.stdout.read(), type=Seen)
+        cpu = cpu_of(pid) - cpu
     finally:
         with contextlib.suppress(ProcessLookupError):
-            child.kill()
-        await child.wait()
-    return Phase(side, watchers, rate, events, seen, started, appended, gateway_cpu)
+            watcher.kill()
+        await watcher.wait()
+    return Phase(side, watchers, rate, events, seen, started, sent, cpu)
+
+
+async def post(base: str, order: Send) -> None:
+    """Ask the baseline to send `order` and wait until it has handed every frame to its sockets."""
+    parts = urlsplit(base)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    body = msgspec.json.encode(order)
+    writer.write(
+        b"POST /send HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
+        % (len(body), body)
+    )
+    answer = await reader.read()
+    writer.close()
+    if b" 200 " not in answer.split(b"\r\n", 1)[0]:
+        raise SystemExit(f"the baseline refused: {answer[:200]!r}")
 
 
 async def expect(stream: asyncio.StreamReader, word: str) -> None:
-    async with asyncio.timeout(60):
+    async with asyncio.timeout(120):
         line = (await stream.readline()).decode().strip()
     if line != word:
         raise SystemExit(f"the watcher child said {line!r}, expected {word!r}")
 
 
+async def idle(system: System, side: str, sockets: int) -> float:
+    """Bytes of server RSS per idle, authenticated socket."""
+    auth = msgspec.json.encode({"type": "auth", "key": system.key}).decode()
+    if side == "gateway":
+        run_id = await Publisher(system.conn).new_run()
+        url, pid = ws_url(system.gateway_url, f"/v1/runs/{run_id}/events"), system.gateway_pid
+    else:
+        url, pid, auth = ws_url(system.raw_url, "/ws"), system.raw_pid, ""
+    await asyncio.sleep(0.5)
+    before = rss_of(pid)
+    watcher = await spawn_watchers(Spec(url=url, auth=auth, watchers=sockets, events=0, timeout=120.0))
+    assert watcher.stdout is not None
+    assert watcher.stdin is not None
+    try:
+        await expect(watcher.stdout, "connected")
+        await asyncio.sleep(1.0)
+        after = rss_of(pid)
+    finally:
+        watcher.stdin.close()
+        with contextlib.suppress(ProcessLookupError):
+            watcher.kill()
+        await watcher.wait()
+    return (after - before) / sockets
+
+
 async def measure(system: System, args: argparse.Namespace) -> list[tuple[Phase, Phase]]:
     pairs, flip = [], False
     for _ in range(args.rounds):
-        for watchers in WATCHERS:
+        for watchers in args.watchers:
             for rate, events in ((args.rate, int(args.rate * args.seconds)), (None, args.burst)):
                 order = ("raw", "gateway") if flip else ("gateway", "raw")
                 done = {side: await phase(system, side, watchers, rate, events) for side in order}
@@ -344,29 +526,29 @@ async def measure(system: System, args: argparse.Namespace) -> list[tuple[Phase,
     return pairs
 
 
-def report(pairs: list[tuple[Phase, Phase]]) -> None:
+def report(pairs: list[tuple[Phase, Phase]], memory: dict[str, float], sockets: int) -> None:
     print(
-        "\ndeliveries/s: events received by all watchers / (last receipt - first append); latency: receipt -"
-        " the event's `at`\nus: CPU us per delivery of the gateway process (gw) and the watcher process"
-        " (client); core: the gateway's CPU share"
+        "\ndeliveries/s: events received by all watchers / (last receipt - first event); latency: receipt -"
+        " the event's `at`\nµs: CPU µs per delivery of the server process (gateway or baseline) and of the"
+        " watcher process"
     )
-    gw_head = f"{'gw deliv/s':>10} {'p50 ms':>7} {'p99 ms':>7} {'gw us':>5} {'core':>4} {'client':>6}"
-    raw_head = f"{'raw deliv/s':>11} {'p50 ms':>7} {'p99 ms':>7} {'client':>6}"
-    print(f"{'watchers':>8} {'offered/s':>9} | {gw_head} | {raw_head} | {'ratio':>5} {'lost':>5}")
+    head = f"{'deliv/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'srv µs':>6} {'cli µs':>6}"
+    print(f"{'watchers':>8} {'offered/s':>9} | gateway {head} | raw {head} | {'ratio':>5} {'lost':>5}")
     for gw, raw in pairs:
         print(
-            f"{gw.watchers:>8} {gw.offered:>9,.0f} | {side(gw, True)} | {side(raw, False)} | {tail(gw, raw)}"
+            f"{gw.watchers:>8} {gw.offered:>9,.0f} | gateway {side(gw)} | raw {side(raw)} | {tail(gw, raw)}"
         )
     ratios = [gw.deliveries / raw.deliveries for gw, raw in pairs if gw.rate is None]
-    print(f"deliveries/s ratio gateway/raw, as fast as possible (median): {statistics.median(ratios):.2f}")
+    print(f"deliveries/s ratio gateway/raw, as fast as each goes (median): {statistics.median(ratios):.2f}")
+    for name, per in memory.items():
+        print(f"{name}: {per / 1_024:.1f} KiB of RSS per idle socket ({sockets} sockets)")
 
 
-def side(p: Phase, gateway: bool) -> str:
-    rate = f"{p.deliveries:>{10 if gateway else 11},.0f} {p.quantile(0.5):>7.1f} {p.quantile(0.99):>7.1f}"
-    if not gateway:
-        return f"{rate} {p.cpu_us(p.seen.cpu):>6.1f}"
-    core = p.gateway_cpu / max(1e-9, p.seen.last - p.started)
-    return f"{rate} {p.cpu_us(p.gateway_cpu):>5.0f} {core:>4.0%} {p.cpu_us(p.seen.cpu):>6.1f}"
+def side(p: Phase) -> str:
+    return (
+        f"{p.deliveries:>9,.0f} {p.quantile(0.5):>7.1f} {p.quantile(0.99):>7.1f}"
+        f" {p.cpu_us(p.server_cpu):>6.1f} {p.cpu_us(p.seen.cpu):>6.1f}"
+    )
 
 
 def tail(gw: Phase, raw: Phase) -> str:
@@ -377,6 +559,7 @@ def tail(gw: Phase, raw: Phase) -> str:
 
 async def main(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-relay-") as tmp:
+        tmp = os.environ.get("RELAY_KEEP", tmp)
         async with (
             bus.embedded(bus.ServerSettings(), Path(tmp) / "nats") as server,
             bus.connect(bus.Settings(url=server.url), name="bench-publisher") as conn,
@@ -384,32 +567,46 @@ async def main(args: argparse.Namespace) -> None:
             await conn.provision()
             issued = await keys.bootstrap(conn, TENANT)
             assert issued is not None
-            async with gateway_process(server.url, Path(tmp) / "gateway") as (url, pid):
-                system = System(Publisher(conn), server.url, url, pid, issued.token)
+            env = {
+                **os.environ,
+                "SWARM_BUS__URL": server.url,
+                "SWARM_GATEWAY__PORT": "0",
+                "SWARM_LOG__LEVEL": "warning",
+                "SWARM_DATA_DIR": str(Path(tmp) / "gateway"),
+            }
+            gateway_argv = [sys.executable, "-m", "swarm.cli", "gateway"]
+            raw_argv = [sys.executable, __file__, "--raw-server"]
+            async with (
+                child(gateway_argv, env, "gateway on ", Path(tmp) / "gateway.log") as (
+                    gateway_url,
+                    gateway_pid,
+                ),
+                child(raw_argv, env, "raw on ", Path(tmp) / "raw.log") as (raw_url, raw_pid),
+            ):
+                system = System(conn, gateway_url, gateway_pid, raw_url, raw_pid, issued.token)
+                memory = {}
+                if args.idle:
+                    memory = {name: await idle(system, name, args.idle) for name in ("gateway", "raw")}
                 pairs = await measure(system, args)
-            troubles = warnings(Path(tmp) / "gateway" / "gateway.log", server.log_file)
-    report(pairs)
-    print(f"gateway warnings and nats-server slow consumers: {troubles or 'none'}")
-
-
-def warnings(gateway_log: Path, server_log: Path) -> dict[str, int]:
-    """What went wrong on the way: the gateway's warnings by event, the server's slow-consumer cuts."""
-    seen: Counter[str] = Counter()
-    for line in gateway_log.read_text().splitlines():
-        seen[_log_line.decode(line).event if line.startswith("{") else line[:60]] += 1
-    seen["slow consumer"] = server_log.read_text().count("Slow Consumer Detected")
-    return {name: n for name, n in seen.items() if n}
+    report(pairs, memory, args.idle)
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument(
+        "--watchers", type=lambda s: [int(n) for n in s.split(",")], default=[10, 100], help="watcher counts"
+    )
     parser.add_argument("--rate", type=float, default=1_000.0, help="events/s in the fixed-rate phase")
-    parser.add_argument("--seconds", type=float, default=2.0, help="length of the fixed-rate phase")
-    parser.add_argument("--burst", type=int, default=2_000, help="events appended as fast as possible")
+    parser.add_argument("--seconds", type=float, default=3.0, help="length of the fixed-rate phase")
+    parser.add_argument("--burst", type=int, default=3_000, help="events sent as fast as each side goes")
+    parser.add_argument(
+        "--idle", type=int, default=1_000, help="idle sockets for the memory figure (0: skip)"
+    )
     parser.add_argument("--rounds", type=int, default=1, help="rounds over every watcher count")
     parser.add_argument("--watch", metavar="SPEC", help=argparse.SUPPRESS)
+    parser.add_argument("--raw-server", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args()
 
 
@@ -419,5 +616,7 @@ if __name__ == "__main__":
     if arguments.watch:
         seen = asyncio.run(watch(msgspec.json.decode(arguments.watch, type=Spec)))
         sys.stdout.buffer.write(msgspec.json.encode(seen))
+    elif arguments.raw_server:
+        asyncio.run(serve_raw())
     else:
         asyncio.run(main(arguments))

@@ -11,6 +11,7 @@ from gateway.hub import Hubs
 from gateway.keys_cache import KeyCache
 from gateway.limits import RateLimiter
 from gateway.metrics import Metrics
+from gateway.pump import Frames
 from gateway.settings import Settings
 from gateway.tickets import Tickets
 
@@ -21,4 +22,5 @@ LIMITER = web.AppKey("limiter", RateLimiter)
 METRICS = web.AppKey("metrics", Metrics)
 TICKETS = web.AppKey("tickets", Tickets)
 HUBS = web.AppKey("hubs", Hubs)  # one log subscription per followed subject, shared by its sockets
+FRAMES = web.AppKey("frames", Frames)  # recent event frames, encoded once for all their sockets
 STOPPING = web.AppKey("stopping", asyncio.Event)  # set when the replica shuts down: sockets say goodbye

@@ -12,7 +12,7 @@ import time
 from datetime import datetime
 
 import msgspec
-from aiohttp import web
+from aiohttp import WSMsgType, web
 
 from gateway.metrics import Metrics
 
@@ -53,18 +53,58 @@ Frame = Ready | Event | Position | End
 _encoder = msgspec.json.Encoder()
 
 
+class _Tag(msgspec.Struct):
+    type: str = ""
+
+
+_tag = msgspec.json.Decoder(_Tag)
+
+
+def event_type(data: bytes) -> str:
+    """An encoded event's type tag, without decoding the rest."""
+    return _tag.decode(data).type
+
+
+class Encoded:
+    """An event frame encoded once and sent as is to every socket that takes it."""
+
+    __slots__ = ("data", "event_type", "seq")
+
+    def __init__(self, seq: int, event_type: str, data: bytes) -> None:
+        self.seq, self.event_type, self.data = seq, event_type, data
+
+
+class Frames:
+    """The encoded event frames of the latest records, keyed by stream sequence (unique in the log), so
+    a record watched by N sockets is decoded and encoded once rather than N times."""
+
+    def __init__(self, size: int = 4_096) -> None:
+        self._size = size
+        self._frames: dict[int, Encoded] = {}
+
+    def of(self, seq: int, data: bytes) -> Encoded:
+        frame = self._frames.get(seq)
+        if frame is None:
+            kind = event_type(data)
+            body = _encoder.encode(Event(seq=seq, event_type=kind, event=msgspec.Raw(data)))
+            frame = self._frames[seq] = Encoded(seq, kind, body)
+            if len(self._frames) > self._size:
+                del self._frames[next(iter(self._frames))]  # dicts keep insertion order: the oldest
+        return frame
+
+
 class Pump:
     def __init__(self, ws: web.WebSocketResponse, metrics: Metrics, *, queue: int, every: float) -> None:
         self._ws = ws
         self._metrics = metrics
-        self._queue: asyncio.Queue[tuple[Frame, datetime | None]] = asyncio.Queue(maxsize=queue)
+        self._queue: asyncio.Queue[tuple[Frame | Encoded, datetime | None]] = asyncio.Queue(maxsize=queue)
         self._every = every
         self.considered = 0  # the last sequence the producer looked at (sent or filtered out)
         self.sent = 0  # the last sequence written to the socket
         self.overflowed = asyncio.Event()
         self.finished = asyncio.Event()
 
-    def offer(self, frame: Frame, stored_at: datetime | None = None) -> bool:
+    def offer(self, frame: Frame | Encoded, stored_at: datetime | None = None) -> bool:
         """Queue a frame; False (and `overflowed` set) when the client is too far behind."""
         try:
             self._queue.put_nowait((frame, stored_at))
@@ -80,12 +120,14 @@ class Pump:
         """Send queued frames until an `End` frame has gone out."""
         while True:
             frame, stored_at = await self._queue.get()
-            await self._ws.send_str(_encoder.encode(frame).decode())
-            if isinstance(frame, Event):
+            if isinstance(frame, Encoded):
+                await self._ws.send_frame(frame.data, WSMsgType.TEXT)
                 self.sent = frame.seq
                 self._metrics.frames_sent += 1
                 if stored_at is not None:
                     self._metrics.relay_lag.observe(max(0.0, time.time() - stored_at.timestamp()))
+                continue
+            await self._ws.send_frame(_encoder.encode(frame), WSMsgType.TEXT)
             if isinstance(frame, End):
                 self.finished.set()
                 return

@@ -21,7 +21,7 @@ from msgspec import Meta
 import bus
 from gateway import feed
 from gateway.auth import Principal, authenticate
-from gateway.context import CONN, HUBS, KEYS, METRICS, SETTINGS, STOPPING, TICKETS
+from gateway.context import CONN, FRAMES, HUBS, KEYS, METRICS, SETTINGS, STOPPING, TICKETS
 from gateway.http import run_exists
 from gateway.hub import Lagging
 from gateway.metrics import Metrics
@@ -36,9 +36,10 @@ from gateway.pump import (
     RESYNC,
     SLOW,
     End,
-    Event,
+    Frames,
     Pump,
     Ready,
+    event_type,
 )
 from schemas import subjects
 from schemas.types import RunId
@@ -57,10 +58,6 @@ class AuthFrame(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     after_seq: Annotated[int, Meta(ge=0)] | None = None
 
 
-class _Tag(msgspec.Struct):
-    type: str = ""
-
-
 class Closed(Exception):
     """Close the socket with this code and reason."""
 
@@ -68,9 +65,6 @@ class Closed(Exception):
         super().__init__(reason)
         self.code = code
         self.reason = reason
-
-
-_tag = msgspec.json.Decoder(_Tag)
 
 
 Start = Callable[[Principal, int], Awaitable[tuple[str, int]]]
@@ -215,8 +209,8 @@ async def _ended_by(conn: bus.Connection, subject: str, after_seq: int) -> End |
     last = await conn.log.last(subject)
     if last is None or last.seq > after_seq:
         return None
-    event_type = _tag.decode(last.data).type
-    return End(seq=last.seq, status=event_type.removeprefix("run.")) if event_type in TERMINAL else None
+    kind = event_type(last.data)
+    return End(seq=last.seq, status=kind.removeprefix("run.")) if kind in TERMINAL else None
 
 
 async def _close(ws: web.WebSocketResponse, pump: Pump, stopping: bool, metrics: Metrics) -> None:
@@ -237,22 +231,21 @@ async def _produce(request: web.Request, pump: Pump, subject: str, after_seq: in
     chosen: feed.Feed | None = request.get(FEED)
     try:
         async with contextlib.aclosing(request.app[HUBS].follow(subject, after_seq)) as records:
-            await _forward(records, pump, chosen, is_run)
+            await _forward(records, request.app[FRAMES], pump, chosen, is_run)
     except Lagging:
         pump.overflowed.set()  # closed as too slow, with the position to resume from
 
 
 async def _forward(
-    records: AsyncIterator[bus.Record], pump: Pump, chosen: feed.Feed | None, is_run: bool
+    records: AsyncIterator[bus.Record], frames: Frames, pump: Pump, chosen: feed.Feed | None, is_run: bool
 ) -> None:
     async for record in records:
-        event_type = _tag.decode(record.data).type
+        frame = frames.of(record.seq, record.data)
+        event_type = frame.event_type
         if chosen is not None and not await chosen.wanted(record, event_type):
             pump.skip(record.seq)
             continue
-        if not pump.offer(
-            Event(seq=record.seq, event_type=event_type, event=msgspec.Raw(record.data)), record.time
-        ):
+        if not pump.offer(frame, record.time):
             return
         pump.skip(record.seq)
         if is_run and event_type in TERMINAL:
