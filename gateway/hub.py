@@ -5,13 +5,16 @@ records queue up), then it replays from the log what came before the hub's posit
 then it takes the queued live records, skipping what the replay already gave. So each socket sees every
 record after its `after_seq` once, in order, while NATS carries each record to the gateway only once
 however many sockets watch it (shared/notes/perf-ceilings.md: per-socket consumers do not scale).
+
+`follow` hands records to the socket's own task through its queue; `feed` goes further: once caught up,
+the hub calls the socket's synchronous sink itself, which saves a task wake-up per record and socket.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 
 import structlog
 
@@ -26,6 +29,9 @@ class Lagging(Exception):
 
 _STOPPED = None  # the sentinel a hub sends when its subscription ends
 
+Sink = Callable[[bus.Record], bool]
+"""Takes one live record synchronously; False when it wants no more (it fell behind, or it is done)."""
+
 
 class _Hub:
     def __init__(self, log_: bus.Log, subject: str, head: int, queue_size: int) -> None:
@@ -34,6 +40,7 @@ class _Hub:
         self._log = log_
         self._queue_size = queue_size
         self._queues: set[asyncio.Queue[bus.Record | None]] = set()
+        self._sinks: dict[Sink, asyncio.Future[None]] = {}  # each with what its `feed` waits on
         self._task = asyncio.create_task(self._follow())
 
     def attach(self) -> tuple[asyncio.Queue[bus.Record | None], int]:
@@ -44,7 +51,31 @@ class _Hub:
     def detach(self, queue: asyncio.Queue[bus.Record | None]) -> bool:
         """Forget a socket's queue; True when no socket is left."""
         self._queues.discard(queue)
-        return not self._queues
+        return not self._queues and not self._sinks
+
+    def plug(self, queue: asyncio.Queue[bus.Record | None], sink: Sink, after: int) -> asyncio.Future[None]:
+        """Replace a caught-up socket's queue by its sink: what is queued goes to the sink now (what is
+        after `after`), the rest as it arrives. The future ends when the sink is unplugged, or with
+        `Lagging` when the hub stops first."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queues.discard(queue)
+        while not queue.empty():
+            record = queue.get_nowait()
+            if record is _STOPPED:
+                done.set_exception(Lagging(f"{self.subject}: resume after {after}"))
+                return done
+            if record.seq > after and not sink(record):
+                done.set_result(None)
+                return done
+        self._sinks[sink] = done
+        return done
+
+    def unplug(self, sink: Sink) -> bool:
+        """Forget a socket's sink; True when no socket is left."""
+        done = self._sinks.pop(sink, None)
+        if done is not None and not done.done():
+            done.set_result(None)
+        return not self._queues and not self._sinks
 
     async def stop(self) -> None:
         self._task.cancel()
@@ -57,11 +88,27 @@ class _Hub:
                 self.head = record.seq
                 for queue in list(self._queues):
                     self._offer(queue, record)
+                for sink in list(self._sinks):
+                    self._give(sink, record)
         except Exception as exc:  # the subscription failed: every socket resumes on its own
             log.warning("hub_failed", subject=self.subject, error=repr(exc))
         finally:
             for queue in list(self._queues):
                 self._offer(queue, _STOPPED)
+            for done in self._sinks.values():
+                if not done.done():
+                    done.set_exception(Lagging(f"{self.subject}: the hub stopped"))
+
+    def _give(self, sink: Sink, record: bus.Record) -> None:
+        try:
+            keep = sink(record)
+        except Exception as exc:  # that socket's failure, not the hub's: it ends with the error
+            done = self._sinks.pop(sink)
+            if not done.done():
+                done.set_exception(exc)
+            return
+        if not keep:
+            self.unplug(sink)
 
     def _offer(self, queue: asyncio.Queue[bus.Record | None], record: bus.Record | None) -> None:
         try:
@@ -105,6 +152,25 @@ class Hubs:
         finally:
             await self._detach(hub, queue)
 
+    async def feed(self, subject: str, after_seq: int, sink: Sink) -> None:
+        """Give `sink` the records of `subject` after `after_seq`, in order, then live, until it returns
+        False; `Lagging` if it falls behind while catching up, or the hub stops."""
+        hub, queue, head = await self._attach(subject)
+        plugged: Sink | None = None
+        try:
+            last = after_seq
+            if after_seq < head:
+                async for record in self._log.read(subject, after_seq=after_seq):
+                    if record.seq > head:
+                        break
+                    if not sink(record):
+                        return
+                    last = record.seq
+            plugged = sink
+            await hub.plug(queue, sink, last)
+        finally:
+            await self._unplug(hub, queue, plugged)
+
     async def close(self) -> None:
         async with self._lock:
             hubs, self._hubs = list(self._hubs.values()), {}
@@ -123,6 +189,17 @@ class Hubs:
     async def _detach(self, hub: _Hub, queue: asyncio.Queue[bus.Record | None]) -> None:
         async with self._lock:
             if hub.detach(queue) and self._hubs.get(hub.subject) is hub:
+                del self._hubs[hub.subject]
+            else:
+                return
+        await hub.stop()
+
+    async def _unplug(self, hub: _Hub, queue: asyncio.Queue[bus.Record | None], sink: Sink | None) -> None:
+        async with self._lock:
+            alone = hub.detach(queue)
+            if sink is not None:
+                alone = hub.unplug(sink)
+            if alone and self._hubs.get(hub.subject) is hub:
                 del self._hubs[hub.subject]
             else:
                 return

@@ -12,9 +12,12 @@ import time
 from datetime import datetime
 
 import msgspec
+import structlog
 from aiohttp import WSMsgType, web
 
 from gateway.metrics import Metrics
+
+log = structlog.get_logger(__name__)
 
 # Close codes (README, "WebSocket protocol").
 NORMAL = 1000  # the run ended: the final frame was sent
@@ -82,10 +85,15 @@ class Frames:
         self._size = size
         self._frames: dict[int, Encoded] = {}
 
-    def of(self, seq: int, data: bytes) -> Encoded:
+    def of(self, seq: int, data: bytes) -> Encoded | None:
+        """The record's frame; None for a record that is not a JSON event (it is skipped, and logged)."""
         frame = self._frames.get(seq)
         if frame is None:
-            kind = event_type(data)
+            try:
+                kind = event_type(data)
+            except msgspec.DecodeError as exc:
+                log.warning("relay_record_unreadable", seq=seq, problem=str(exc))
+                return None
             body = _encoder.encode(Event(seq=seq, event_type=kind, event=msgspec.Raw(data)))
             frame = self._frames[seq] = Encoded(seq, kind, body)
             if len(self._frames) > self._size:
@@ -102,7 +110,8 @@ class Pump:
         self.considered = 0  # the last sequence the producer looked at (sent or filtered out)
         self.sent = 0  # the last sequence written to the socket
         self.overflowed = asyncio.Event()
-        self.finished = asyncio.Event()
+        self.ending = False  # the end frame is queued
+        self.finished = asyncio.Event()  # the end frame is sent
 
     def offer(self, frame: Frame | Encoded, stored_at: datetime | None = None) -> bool:
         """Queue a frame; False (and `overflowed` set) when the client is too far behind."""
@@ -112,6 +121,10 @@ class Pump:
             self.overflowed.set()
             return False
         return True
+
+    def end(self, frame: End) -> None:
+        """Queue the end frame: the last one this socket sends."""
+        self.ending = self.offer(frame)
 
     def skip(self, seq: int) -> None:
         self.considered = seq

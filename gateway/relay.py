@@ -23,7 +23,7 @@ from gateway import feed
 from gateway.auth import Principal, authenticate
 from gateway.context import CONN, FRAMES, HUBS, KEYS, METRICS, SETTINGS, STOPPING, TICKETS
 from gateway.http import run_exists
-from gateway.hub import Lagging
+from gateway.hub import Lagging, Sink
 from gateway.metrics import Metrics
 from gateway.problems import Problem
 from gateway.pump import (
@@ -229,28 +229,48 @@ async def _close(ws: web.WebSocketResponse, pump: Pump, stopping: bool, metrics:
 
 async def _produce(request: web.Request, pump: Pump, subject: str, after_seq: int, is_run: bool) -> None:
     chosen: feed.Feed | None = request.get(FEED)
+    hubs, frames = request.app[HUBS], request.app[FRAMES]
     try:
-        async with contextlib.aclosing(request.app[HUBS].follow(subject, after_seq)) as records:
-            await _forward(records, request.app[FRAMES], pump, chosen, is_run)
+        if chosen is None:  # a run's socket: the hub hands it each record itself
+            await hubs.feed(subject, after_seq, _sink(frames, pump, is_run))
+        else:  # the tenant feed filters with queries of its own, so it reads on its own task
+            async with contextlib.aclosing(hubs.follow(subject, after_seq)) as records:
+                await _forward(records, frames, pump, chosen, is_run)
     except Lagging:
         pump.overflowed.set()  # closed as too slow, with the position to resume from
+        return
+    if pump.ending:
+        await pump.finished.wait()
+
+
+def _sink(frames: Frames, pump: Pump, is_run: bool) -> Sink:
+    """Queue each record's frame on the socket; False once the client is too far behind or the run ended."""
+
+    def take(record: bus.Record) -> bool:
+        frame = frames.of(record.seq, record.data)
+        if frame is None:
+            pump.skip(record.seq)
+            return True
+        if not pump.offer(frame, record.time):
+            return False
+        pump.skip(record.seq)
+        if is_run and frame.event_type in TERMINAL:
+            pump.end(End(seq=record.seq, status=frame.event_type.removeprefix("run.")))
+            return False
+        return True
+
+    return take
 
 
 async def _forward(
-    records: AsyncIterator[bus.Record], frames: Frames, pump: Pump, chosen: feed.Feed | None, is_run: bool
+    records: AsyncIterator[bus.Record], frames: Frames, pump: Pump, chosen: feed.Feed, is_run: bool
 ) -> None:
+    take = _sink(frames, pump, is_run)
     async for record in records:
         frame = frames.of(record.seq, record.data)
-        event_type = frame.event_type
-        if chosen is not None and not await chosen.wanted(record, event_type):
+        if frame is None or not await chosen.wanted(record, frame.event_type):
             pump.skip(record.seq)
-            continue
-        if not pump.offer(frame, record.time):
-            return
-        pump.skip(record.seq)
-        if is_run and event_type in TERMINAL:
-            pump.offer(End(seq=record.seq, status=event_type.removeprefix("run.")))
-            await pump.finished.wait()
+        elif not take(record):
             return
 
 

@@ -14,6 +14,7 @@ from aiohttp import ClientWebSocketResponse, WSMsgType
 from aiohttp.test_utils import TestClient, TestServer
 
 import gateway
+from schemas import subjects
 from tests.gateway._runs import FakeExecutor
 from tests.gateway.conftest import TENANT, System
 from tests.gateway.test_commands import create_project, start_run
@@ -91,6 +92,27 @@ async def test_tickets_are_single_use_and_scoped(system: System) -> None:
     closed = await again.receive()
     assert closed.type is WSMsgType.CLOSE
     assert closed.data == 4401
+
+
+async def test_a_record_that_is_not_an_event_is_skipped_live_and_in_replay(system: System) -> None:
+    """Bytes on a run's subject that are not JSON (written past the bus) reach no client: live and
+    replaying sockets get the events around them, then the end frame."""
+    run = await start_run(system, await create_project(system))
+    live = await open_run_socket(system, run["id"])
+    await frames(live, "ready")
+    executor = FakeExecutor(system.conn, TENANT, run["id"])
+    await executor.start()
+    subject = subjects.events(TENANT, "run", run["id"])
+    garbage = await system.conn.js.publish(subject, b"\x00not json{")
+    executor.at = await system.conn.log.position(subject)
+    await executor.message(1)
+    await executor.succeed()
+    replay = await open_run_socket(system, run["id"])
+    for ws in (live, replay):
+        got = [f for f in await frames(ws, "end") if f["type"] in {"event", "end"}]
+        assert [f["seq"] for f in got] == [*executor.seqs, executor.seqs[-1]]
+        assert garbage.seq not in {f["seq"] for f in got}
+        assert got[-1] == {"type": "end", "seq": executor.seqs[-1], "status": "succeeded"}
 
 
 @contextlib.asynccontextmanager
