@@ -138,19 +138,16 @@ class Hubs:
         hub, queue, head = await self._attach(subject)
         try:
             last = after_seq
-            if after_seq < head:
-                async for record in self._log.read(subject, after_seq=after_seq):
-                    if record.seq > head:
-                        break
-                    yield record
-                    last = record.seq
+            async for record in self._replay(subject, after_seq, head):
+                yield record
+                last = record.seq
             while (live := await queue.get()) is not _STOPPED:
                 if live.seq > last:
                     yield live
                     last = live.seq
             raise Lagging(f"{subject}: resume after {last}")
         finally:
-            await self._detach(hub, queue)
+            await self._leave(hub, queue)
 
     async def feed(self, subject: str, after_seq: int, sink: Sink) -> None:
         """Give `sink` the records of `subject` after `after_seq`, in order, then live, until it returns
@@ -159,17 +156,23 @@ class Hubs:
         plugged: Sink | None = None
         try:
             last = after_seq
-            if after_seq < head:
-                async for record in self._log.read(subject, after_seq=after_seq):
-                    if record.seq > head:
-                        break
-                    if not sink(record):
-                        return
-                    last = record.seq
+            async for record in self._replay(subject, after_seq, head):
+                if not sink(record):
+                    return
+                last = record.seq
             plugged = sink
             await hub.plug(queue, sink, last)
         finally:
-            await self._unplug(hub, queue, plugged)
+            await self._leave(hub, queue, plugged)
+
+    async def _replay(self, subject: str, after_seq: int, head: int) -> AsyncGenerator[bus.Record]:
+        """What the log holds of `subject` after `after_seq`, up to the hub's position `head`."""
+        if after_seq >= head:
+            return
+        async for record in self._log.read(subject, after_seq=after_seq):
+            if record.seq > head:
+                return
+            yield record
 
     async def close(self) -> None:
         async with self._lock:
@@ -186,15 +189,10 @@ class Hubs:
             queue, head = hub.attach()
         return hub, queue, head
 
-    async def _detach(self, hub: _Hub, queue: asyncio.Queue[bus.Record | None]) -> None:
-        async with self._lock:
-            if hub.detach(queue) and self._hubs.get(hub.subject) is hub:
-                del self._hubs[hub.subject]
-            else:
-                return
-        await hub.stop()
-
-    async def _unplug(self, hub: _Hub, queue: asyncio.Queue[bus.Record | None], sink: Sink | None) -> None:
+    async def _leave(
+        self, hub: _Hub, queue: asyncio.Queue[bus.Record | None], sink: Sink | None = None
+    ) -> None:
+        """Detach a socket's queue (and its sink); the hub stops with its last socket."""
         async with self._lock:
             alone = hub.detach(queue)
             if sink is not None:
