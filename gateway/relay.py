@@ -1,8 +1,7 @@
 """The WebSocket relay: one run's events (`/v1/runs/{run_id}/events`) and the tenant feed (`/v1/events`).
 
-Replay and live come from one ordered consumer that starts after `after_seq`, so there is no gap and no
-duplicate between them. Authentication is a single-use ticket (`?ticket=`, from `POST /v1/tickets`) or
-the first frame `{"type": "auth", "key": "...", "after_seq": N}`; a long-lived key never goes in a URL.
+A socket replays the log after its `after_seq`, then goes live through its subject's hub
+(`gateway.hub`), with no gap and no duplicate between them; authentication is `gateway.socket_auth`.
 """
 
 from __future__ import annotations
@@ -10,24 +9,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Any
 
 import msgspec
 import structlog
-from aiohttp import WSMsgType, web
-from msgspec import Meta
+from aiohttp import web
 
 import bus
 from gateway import feed
-from gateway.auth import Principal, authenticate
-from gateway.context import CONN, FRAMES, HUBS, KEYS, METRICS, SETTINGS, STOPPING, TICKETS
+from gateway.auth import Principal
+from gateway.context import CONN, FRAMES, HUBS, METRICS, SETTINGS, STOPPING
 from gateway.http import run_exists
 from gateway.hub import Lagging, Sink
 from gateway.metrics import Metrics
 from gateway.problems import Problem
 from gateway.pump import (
-    AUTH_FAILED,
     BAD_REQUEST,
     GOING_AWAY,
     INTERNAL,
@@ -41,6 +37,7 @@ from gateway.pump import (
     Ready,
     event_type,
 )
+from gateway.socket_auth import Closed, authenticate_socket
 from schemas import subjects
 from schemas.types import RunId
 
@@ -50,21 +47,6 @@ FEED = web.RequestKey("feed", feed.Feed)  # the tenant feed's filters, on its re
 
 TERMINAL = {"run.succeeded", "run.failed", "run.cancelled", "run.timed_out"}
 _MAX_FRAME = 16 * 1_024
-
-
-class AuthFrame(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    type: Annotated[str, Meta(pattern="^auth$")]
-    key: Annotated[str, Meta(max_length=200)]
-    after_seq: Annotated[int, Meta(ge=0)] | None = None
-
-
-class Closed(Exception):
-    """Close the socket with this code and reason."""
-
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
 
 
 Start = Callable[[Principal, int], Awaitable[tuple[str, int]]]
@@ -107,7 +89,7 @@ async def _serve(
     await ws.prepare(request)
     app[METRICS].sockets_open += 1
     try:
-        who, after_seq = await _authenticate(request, ws, scope, after_seq)
+        who, after_seq = await authenticate_socket(request, ws, scope, after_seq)
         subject, after_seq = await start(who, after_seq)
         await _relay(request, ws, subject, after_seq, run_id)
     except Closed as exc:
@@ -122,43 +104,6 @@ def _after_seq(request: web.Request) -> int:
     if not raw.isdigit() or len(raw) > 19:
         raise Problem("invalid-request", "after_seq must be a non-negative integer")
     return int(raw)
-
-
-async def _authenticate(
-    request: web.Request, ws: web.WebSocketResponse, scope: str, after_seq: int
-) -> tuple[Principal, int]:
-    app = request.app
-    ticket = request.query.get("ticket")
-    if ticket is not None:
-        key_id = await app[TICKETS].redeem(ticket, scope)
-        state = app[KEYS].get(key_id) if key_id else None
-        if state is None or not state.usable(datetime.now(UTC)):
-            raise Closed(AUTH_FAILED, "the ticket is not valid, expired or already used")
-        who = Principal(key_id=state.key_id, tenant=state.tenant, role=state.role, name=state.name)
-    else:
-        frame = await _first_frame(ws, app[SETTINGS].ws_auth_timeout)
-        try:
-            who = await authenticate(app[KEYS], frame.key)
-        except Problem as exc:
-            raise Closed(AUTH_FAILED, exc.detail) from None
-        after_seq = frame.after_seq if frame.after_seq is not None else after_seq
-    if not who.can("read"):
-        raise Closed(AUTH_FAILED, "this key may not read")
-    return who, after_seq
-
-
-async def _first_frame(ws: web.WebSocketResponse, within: float) -> AuthFrame:
-    try:
-        async with asyncio.timeout(within):
-            message = await ws.receive()
-    except TimeoutError:
-        raise Closed(AUTH_FAILED, "no auth frame in time") from None
-    if message.type is not WSMsgType.TEXT:
-        raise Closed(AUTH_FAILED, "the first frame must be a text auth frame")
-    try:
-        return msgspec.json.decode(message.data, type=AuthFrame)
-    except msgspec.MsgspecError:
-        raise Closed(BAD_REQUEST, 'the first frame must be {"type": "auth", "key": ...}') from None
 
 
 async def _relay(
