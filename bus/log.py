@@ -191,13 +191,25 @@ async def _next_chunk(
 ) -> tuple[list[Record], bool]:
     """Wait for one message, then take those already buffered, up to `most`; and whether the end is read."""
     chunk: list[Record] = []
-    while True:
-        msg = await sub.next_msg(timeout=None)
+    msg: Msg | None = await sub.next_msg(timeout=None)
+    while msg is not None:
         chunk.append(_record(msg))
         if stop_at_end and msg.metadata.num_pending == 0:
             return chunk, True
-        if len(chunk) >= most or sub.pending_msgs == 0:
-            return chunk, False
+        msg = _buffered(sub) if len(chunk) < most else None
+    return chunk, False
+
+
+def _buffered(sub: JetStreamContext.PushSubscription) -> Msg | None:
+    """The next message the subscription already holds, taken as `next_msg` takes it (the same
+    accounting, so flow control sees it consumed) without its task, timer and name per message."""
+    queue = sub._pending_queue
+    if queue.empty():
+        return None
+    msg: Msg = queue.get_nowait()
+    sub._pending_size -= len(msg.data)
+    queue.task_done()
+    return msg
 
 
 async def _empty(sub: JetStreamContext.PushSubscription) -> bool:
