@@ -14,8 +14,19 @@ import msgspec
 import bus
 from executors.registry import handle_key
 from gateway import new_secret
-from schemas import Context, CreateKey, IdSource, KeyCreated, KeyRevoked, Kind, RevokeKey, Role, decode_event
-from schemas.key_state import KeyState, KeyStatus, evolve
+from schemas import (
+    Context,
+    CreateKey,
+    IdSource,
+    KeyCreated,
+    KeyRevoked,
+    Kind,
+    RevokeKey,
+    Role,
+    decode_event,
+    subjects,
+)
+from schemas.key_state import KeyState, KeyStatus, evolve, fold
 
 ACTOR = "sys_cli"
 _ids = IdSource()
@@ -49,7 +60,7 @@ async def create(
         expires_at=expires_at,
     )
     await conn.log.send(command)
-    await handle_key(conn, command, Context(now=datetime.now(UTC), actor=ACTOR, ids=_ids))
+    await _decide(conn, command)
     return Issued(key_id=key_id, token=token, tenant=tenant, role=role, name=name)
 
 
@@ -82,8 +93,20 @@ async def revoke(conn: bus.Connection, tenant: str, key_id: str, reason: str = "
     if current is None or current.status is not KeyStatus.ACTIVE:
         return False
     await conn.log.send(command)
-    events = await handle_key(conn, command, Context(now=datetime.now(UTC), actor=ACTOR, ids=_ids))
-    return bool(events)
+    return (await _decide(conn, command)).status is KeyStatus.REVOKED
+
+
+async def _decide(conn: bus.Connection, command: CreateKey | RevokeKey) -> KeyState:
+    """Decide `command` at once and return the key's state after it. A registry replica takes the same
+    command from the log; when it appended first, deciding again on what it wrote finds it done."""
+    context = Context(now=datetime.now(UTC), actor=ACTOR, ids=_ids)
+    try:
+        await handle_key(conn, command, context)
+    except bus.ConcurrencyConflict:
+        await handle_key(conn, command, context)
+    subject = subjects.events(command.tenant, "key", command.key_id)
+    history = [decode_event(record.data) async for record in conn.log.read(subject)]
+    return fold(command.key_id, history)  # type: ignore[arg-type]  # a key subject holds key events
 
 
 async def listing(conn: bus.Connection, tenant: str) -> list[KeyState]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from schemas import decode_event, subjects
 from swarm import keys
 from tests.gateway._problems import problem
 from tests.gateway.conftest import TENANT, System
@@ -98,3 +99,15 @@ async def test_keys_over_rest_are_shown_once_and_listed_without_secrets(system: 
     assert {item["name"] for item in listed["items"]} >= {"bootstrap", "ci"}
     assert "secret" not in str(listed)
     assert token.split(".")[1] not in str(listed)
+
+
+async def test_keys_decided_in_place_agree_with_a_running_registry(system: System) -> None:
+    """`swarm keys` decides its command at once while the registry (running here) takes the same command
+    from the log: whichever appends first, every create and revoke succeeds, and each key's log holds one
+    `key.created` and one `key.revoked`."""
+    issued = [await keys.create(system.conn, TENANT, f"race {n}", "viewer") for n in range(20)]
+    assert all([await keys.revoke(system.conn, TENANT, key.key_id) for key in issued])
+    for key in issued:
+        subject = subjects.events(TENANT, "key", key.key_id)
+        kinds = [decode_event(record.data).type async for record in system.conn.log.read(subject)]
+        assert kinds == ["key.created", "key.revoked"], key.key_id
