@@ -115,6 +115,16 @@ async def test_a_record_that_is_not_an_event_is_skipped_live_and_in_replay(syste
         assert got[-1] == {"type": "end", "seq": executor.seqs[-1], "status": "succeeded"}
 
 
+async def test_sockets_decline_per_message_compression(system: System) -> None:
+    """A client asking for permessage-deflate (as browsers do) gets plain frames: each event frame is
+    encoded once for every socket, and compressing it per socket would cost more than sending it."""
+    run = await start_run(system, await create_project(system))
+    ws = await system.client.ws_connect(f"/v1/runs/{run['id']}/events", compress=15)
+    assert ws.compress == 0
+    await ws.send_json({"type": "auth", "key": system.admin})
+    assert (await frames(ws, "ready"))[-1]["type"] == "ready"
+
+
 @contextlib.asynccontextmanager
 async def replica(system: System, settings: gateway.Settings) -> AsyncIterator[TestClient[Any, Any]]:
     async with TestClient(TestServer(gateway.create_app(system.conn, settings))) as client:
