@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 import time
 import uuid
@@ -54,8 +53,7 @@ async def _follow_keys(app: web.Application) -> AsyncIterator[None]:
     task = asyncio.create_task(app[KEYS].run())
     yield
     task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await asyncio.wait({task})
 
 
 async def _close_hubs(app: web.Application) -> AsyncIterator[None]:

@@ -78,9 +78,10 @@ class _Hub:
         return not self._queues and not self._sinks
 
     async def stop(self) -> None:
+        # `wait`, not `await self._task` under suppress(CancelledError): that would also swallow the
+        # cancellation of the socket task stopping the hub, which then never ends.
         self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        await asyncio.wait({self._task})
 
     async def _follow(self) -> None:
         try:

@@ -158,8 +158,9 @@ async def _until_stopped(work: Any, stop: asyncio.Event) -> None:
     await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
     for pending in (task, stopped):
         pending.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await asyncio.wait({task})
+    if not task.cancelled():
+        task.result()  # its error, if it failed on its own
 
 
 def _announce(facts: dict[str, Any], as_json: bool) -> None:
