@@ -101,10 +101,7 @@ async def handle_key(conn: bus.Connection, command: KeyCommand, context: Context
     Raises `bus.ConcurrencyConflict` when another writer changed the key meanwhile. Shared by the
     registry queue and `swarm keys bootstrap`, which has no registry to wait for.
     """
-    subject = subjects.events(command.tenant, "key", command.key_id)
-    at = await conn.log.position(subject)
-    history = [decode_event(record.data) async for record in conn.log.read(subject)] if at.seq else []
-    state = key_state.fold(command.key_id, history)  # type: ignore[arg-type]  # a key subject holds key events
+    at, state = await load_key(conn, command.tenant, command.key_id)
     try:
         events = key_state.decide(state, command, context)
     except Rejected as exc:
@@ -114,3 +111,11 @@ async def handle_key(conn: bus.Connection, command: KeyCommand, context: Context
     if events:
         log.info("key_changed", change=events[0].type, key_id=command.key_id, tenant=command.tenant)
     return events
+
+
+async def load_key(conn: bus.Connection, tenant: str, key_id: str) -> tuple[bus.Position, key_state.KeyState]:
+    """A key's position in the log and its state folded from its events."""
+    subject = subjects.events(tenant, "key", key_id)
+    at = await conn.log.position(subject)
+    history = [decode_event(record.data) async for record in conn.log.read(subject)] if at.seq else []
+    return at, key_state.fold(key_id, history)  # type: ignore[arg-type]  # a key subject holds key events

@@ -12,21 +12,10 @@ from datetime import UTC, datetime
 import msgspec
 
 import bus
-from executors.registry import handle_key
+from executors.registry import handle_key, load_key
 from gateway import new_secret
-from schemas import (
-    Context,
-    CreateKey,
-    IdSource,
-    KeyCreated,
-    KeyRevoked,
-    Kind,
-    RevokeKey,
-    Role,
-    decode_event,
-    subjects,
-)
-from schemas.key_state import KeyState, KeyStatus, evolve, fold
+from schemas import Context, CreateKey, IdSource, KeyCreated, KeyRevoked, Kind, RevokeKey, Role, decode_event
+from schemas.key_state import KeyState, KeyStatus, evolve
 
 ACTOR = "sys_cli"
 _ids = IdSource()
@@ -89,24 +78,23 @@ async def revoke(conn: bus.Connection, tenant: str, key_id: str, reason: str = "
         key_id=key_id,
         reason=reason,
     )
-    current = {k.key_id: k for k in await listing(conn, tenant)}.get(key_id)
-    if current is None or current.status is not KeyStatus.ACTIVE:
+    _, current = await load_key(conn, tenant, key_id)
+    if current.status is not KeyStatus.ACTIVE:
         return False
     await conn.log.send(command)
-    return (await _decide(conn, command)).status is KeyStatus.REVOKED
+    await _decide(conn, command)
+    _, after = await load_key(conn, tenant, key_id)
+    return after.status is KeyStatus.REVOKED
 
 
-async def _decide(conn: bus.Connection, command: CreateKey | RevokeKey) -> KeyState:
-    """Decide `command` at once and return the key's state after it. A registry replica takes the same
-    command from the log; when it appended first, deciding again on what it wrote finds it done."""
+async def _decide(conn: bus.Connection, command: CreateKey | RevokeKey) -> None:
+    """Decide `command` at once. A registry replica takes the same command from the log; when it
+    appended first, deciding again on what it wrote finds it done."""
     context = Context(now=datetime.now(UTC), actor=ACTOR, ids=_ids)
     try:
         await handle_key(conn, command, context)
     except bus.ConcurrencyConflict:
         await handle_key(conn, command, context)
-    subject = subjects.events(command.tenant, "key", command.key_id)
-    history = [decode_event(record.data) async for record in conn.log.read(subject)]
-    return fold(command.key_id, history)  # type: ignore[arg-type]  # a key subject holds key events
 
 
 async def listing(conn: bus.Connection, tenant: str) -> list[KeyState]:
