@@ -559,7 +559,6 @@ def tail(gw: Phase, raw: Phase) -> str:
 
 async def main(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-relay-") as tmp:
-        tmp = os.environ.get("RELAY_KEEP", tmp)
         async with (
             bus.embedded(bus.ServerSettings(), Path(tmp) / "nats") as server,
             bus.connect(bus.Settings(url=server.url), name="bench-publisher") as conn,

@@ -52,6 +52,7 @@ async def close_reader(sub: JetStreamContext.PushSubscription, stream: str) -> N
     """Unsubscribe, and ask the server to delete the consumer without waiting for its answer."""
     with contextlib.suppress(Exception):
         await sub.unsubscribe()
+    with contextlib.suppress(Exception):  # even when unsubscribing failed: the server keeps no consumer
         conn = sub._conn  # nats-py keeps the connection and the (reset-aware) consumer name private
         await conn.publish(f"$JS.API.CONSUMER.DELETE.{stream}.{sub._consumer}", reply=conn.new_inbox())
 
