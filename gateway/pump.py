@@ -79,11 +79,16 @@ class Encoded:
 
 class Frames:
     """The encoded event frames of the latest records, keyed by stream sequence (unique in the log), so
-    a record watched by N sockets is decoded and encoded once rather than N times."""
+    a record watched by N sockets is decoded and encoded once rather than N times.
 
-    def __init__(self, size: int = 4_096) -> None:
-        self._size = size
+    The hub hands a live record to all its sockets in one go, so a small cache serves them all; it is
+    bounded in bytes too, so large events leave nothing much behind once their sockets have them.
+    """
+
+    def __init__(self, size: int = 1_024, max_bytes: int = 512 * 1_024) -> None:
+        self._size, self._max_bytes = size, max_bytes
         self._frames: dict[int, Encoded] = {}
+        self._bytes = 0
 
     def of(self, seq: int, data: bytes) -> Encoded | None:
         """The record's frame; None for a record that is not a JSON event (it is skipped, and logged)."""
@@ -96,9 +101,16 @@ class Frames:
                 return None
             body = _encoder.encode(Event(seq=seq, event_type=kind, event=msgspec.Raw(data)))
             frame = self._frames[seq] = Encoded(seq, kind, body)
-            if len(self._frames) > self._size:
-                del self._frames[next(iter(self._frames))]  # dicts keep insertion order: the oldest
+            self._bytes += len(body)
+            while len(self._frames) > 1 and (len(self._frames) > self._size or self._bytes > self._max_bytes):
+                oldest = self._frames.pop(next(iter(self._frames)))  # dicts keep insertion order
+                self._bytes -= len(oldest.data)
         return frame
+
+    @property
+    def held(self) -> int:
+        """Bytes of encoded frames kept."""
+        return self._bytes
 
 
 class Pump:

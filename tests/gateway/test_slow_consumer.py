@@ -8,11 +8,13 @@ import tracemalloc
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 import pytest
 from aiohttp import WSMsgType
 
 import gateway
 from gateway.context import METRICS
+from gateway.pump import Frames
 from schemas import AgentMessage, Body, IdSource, Kind
 from tests.gateway._runs import FakeExecutor
 from tests.gateway.conftest import TENANT, System
@@ -68,3 +70,15 @@ async def test_a_slow_consumer_is_cut_with_a_resumable_code(system: System) -> N
     tracemalloc.stop()
     assert metrics.sockets_cut_slow == 1
     assert sum(stat.size for stat in held.statistics("filename")) < 1_000_000  # of the 12 MB flooded
+
+
+def test_the_frame_cache_is_bounded_in_bytes() -> None:
+    """Large events do not pile up in the shared frame cache: it keeps at most its byte budget (and the
+    newest frame), while a record asked for again right away is encoded once."""
+    frames = Frames(max_bytes=256 * 1_024)
+    for seq in range(1, 201):
+        data = msgspec.json.encode({"type": "run.agent_message", "text": "x" * 60_000})
+        first = frames.of(seq, data)
+        assert frames.of(seq, data) is first
+    assert frames.held <= 256 * 1_024
+    assert frames.of(200, b"") is first  # the newest is still there (its data is not read again)
