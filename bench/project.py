@@ -234,7 +234,8 @@ async def raw_replay(url: str, n: int) -> Rate:
         rates: list[Rate] = []
         with timed(n, rates):
             config = ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
-            sub = await js.subscribe("swarm.>", ordered_consumer=True, cb=count, config=config)
+            # ">" rather than "swarm.>": the server reads a filter of every subject several times slower.
+            sub = await js.subscribe(">", stream="SWARM", ordered_consumer=True, cb=count, config=config)
             await done.wait()
         await sub.unsubscribe()
         return rates[0]

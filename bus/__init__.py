@@ -18,8 +18,9 @@ from bus.errors import (
     ServerError,
     Unreachable,
 )
-from bus.log import DIGEST, START, Log, Position, Record
+from bus.log import START, Log, Position
 from bus.provision import provision, stream_config
+from bus.record import DIGEST, Record
 from bus.server import RunningServer, embedded, find_binary
 from bus.service import Responder, Service, request, serve
 from bus.settings import ServerSettings, Settings

@@ -1,18 +1,23 @@
-"""A log reader's ordered consumer: opened so that a cancellation cannot orphan it, and deleted on close.
+"""Log readers: what `Log.batches` reads through, and the one built on nats-py's ordered consumer.
 
 nats-py leaves an ordered consumer on the server when its subscription ends (the server drops it only
 after `ABANDONED_AFTER` without interest), and a reader cancelled while nats-py is still creating one
 never gets to close it. A gateway opening readers faster than that (sockets resuming, pages of events)
-would pile up consumers until the server refuses new ones.
+would pile up consumers until the server refuses new ones; `Ordered` opens and closes its consumer so
+that neither happens.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Protocol
 
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
+
+from bus.record import DIGEST, Record
 
 # No count limit: nats-py drops what overflows it and its ordered consumer does not notice the gap.
 # The server's flow-control window (at most 32 MiB) bounds what is in flight, under the byte limit.
@@ -21,6 +26,59 @@ _PENDING_BYTES = 64 * 1_024 * 1_024
 ABANDONED_AFTER = 10.0  # seconds: the server deletes a consumer whose reader vanished (a crash)
 
 _closing: set[asyncio.Task[None]] = set()  # cleanups of readers whose opener was cancelled
+
+
+class Reader(Protocol):
+    """Messages of the stream in order from a sequence, in chunks, as the caller takes them."""
+
+    async def open(self) -> None: ...
+
+    async def empty(self) -> bool:
+        """Whether there was nothing to read when the reader opened."""
+        ...
+
+    async def chunk(self, most: int, *, stop_at_end: bool) -> tuple[list[Record], bool]:
+        """Wait for a message, then take those already buffered, up to `most`; and whether the end is read."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class Ordered:
+    """A `Reader` on nats-py's ordered push consumer, sharing the process's connection."""
+
+    def __init__(self, js: JetStreamContext, stream: str, subject: str, after_seq: int) -> None:
+        self._js = js
+        self._stream = stream
+        self._subject = subject
+        self._after = after_seq
+        self._sub: JetStreamContext.PushSubscription | None = None
+
+    async def open(self) -> None:
+        self._sub = await open_reader(self._js, self._stream, self._subject, self._after)
+
+    async def empty(self) -> bool:
+        info = await self._opened().consumer_info()
+        return info.num_pending == 0 and (info.delivered is None or not info.delivered.consumer_seq)
+
+    async def chunk(self, most: int, *, stop_at_end: bool) -> tuple[list[Record], bool]:
+        sub = self._opened()
+        chunk: list[Record] = []
+        msg: Msg | None = await sub.next_msg(timeout=None)
+        while msg is not None:
+            chunk.append(_record(msg))
+            if stop_at_end and msg.metadata.num_pending == 0:
+                return chunk, True
+            msg = _buffered(sub) if len(chunk) < most else None
+        return chunk, False
+
+    async def close(self) -> None:
+        if self._sub is not None:
+            await close_reader(self._sub, self._stream)
+
+    def _opened(self) -> JetStreamContext.PushSubscription:
+        assert self._sub is not None, "open() the reader first"
+        return self._sub
 
 
 async def open_reader(
@@ -63,3 +121,26 @@ def _close_later(opened: asyncio.Future[JetStreamContext.PushSubscription], stre
     task = asyncio.ensure_future(close_reader(opened.result(), stream))
     _closing.add(task)
     task.add_done_callback(_closing.discard)
+
+
+def _buffered(sub: JetStreamContext.PushSubscription) -> Msg | None:
+    """The next message the subscription already holds, taken as `next_msg` takes it (the same
+    accounting, so flow control sees it consumed) without its task, timer and name per message."""
+    queue = sub._pending_queue
+    if queue.empty():
+        return None
+    msg: Msg = queue.get_nowait()
+    sub._pending_size -= len(msg.data)
+    queue.task_done()
+    return msg
+
+
+def _record(msg: Msg) -> Record:
+    meta = msg.metadata
+    return Record(
+        seq=meta.sequence.stream,
+        subject=msg.subject,
+        data=msg.data,
+        digest=(msg.headers or {}).get(DIGEST),
+        time=meta.timestamp,
+    )

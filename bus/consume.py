@@ -25,7 +25,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from bus.errors import BusError
-from bus.log import DIGEST
+from bus.record import DIGEST
 from schemas import InvalidMessage
 
 log = structlog.get_logger(__name__)
