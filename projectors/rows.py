@@ -23,11 +23,16 @@ class Row(msgspec.Struct, kw_only=True):
     @classmethod
     def ddl(cls) -> str:
         columns = []
-        for field in msgspec.structs.fields(cls):
-            kind = field.type.__args__[0] if hasattr(field.type, "__args__") else field.type
-            primary = " PRIMARY KEY" if field.name == cls.KEY else ""
-            columns.append(f"{field.name} {_SQL_TYPES[kind]}{primary}")
+        for name, kind in cls.column_types():
+            primary = " PRIMARY KEY" if name == cls.KEY else ""
+            columns.append(f"{name} {_SQL_TYPES[kind]}{primary}")
         return f"CREATE TABLE IF NOT EXISTS {cls.TABLE} ({', '.join(columns)})"
+
+    @classmethod
+    def column_types(cls) -> list[tuple[str, type]]:
+        """Each column's name and Python type (`X | None` counts as `X`), in table order."""
+        fields = msgspec.structs.fields(cls)
+        return [(f.name, f.type.__args__[0] if hasattr(f.type, "__args__") else f.type) for f in fields]
 
     @classmethod
     def columns(cls) -> tuple[str, ...]:
