@@ -127,6 +127,11 @@ class Changes:
         self.skipped_at: dict[str, int] = {}  # the last sequence of each skipped type
         self.applied = 0
 
+    def settle(self) -> None:
+        """Derive what depends only on a run's end state in the batch, once per run instead of per event."""
+        for run in self.runs.values():
+            run.progress_pct = _progress(run)
+
     def skip(self, seq: int, message_type: str) -> None:
         self.skipped[message_type] += 1
         self.skipped_at[message_type] = seq
@@ -244,7 +249,6 @@ class Changes:
             self._step(seq, run, event)
         else:
             self._lifecycle(seq, run, event)
-        run.progress_pct = _progress(run)
 
     def _lifecycle(self, seq: int, run: RunRow, event: RunEvents) -> None:
         match event:

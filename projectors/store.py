@@ -135,6 +135,7 @@ class Store:
             changes.skip(seq, message_type)
         for seq, message in decoded:
             changes.apply(seq, message)
+        changes.settle()
         self._write(changes, runs.keys(), projects.keys(), fresh[-1].seq, known_patterns.keys())
         self._runs.remember(changes.runs)  # only once committed: the cache never runs ahead of the file
         self._projects.remember(changes.projects)
