@@ -45,12 +45,11 @@ import nats
 import structlog
 from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
-from nats.js.client import JetStreamContext
 
 import bus
 from projectors.prices import load as load_prices
 from projectors.projector import Projector
-from projectors.rebuild import rebuild
+from projectors.rebuild import RebuildFailed, rebuild
 from projectors.store import VIEWS, LogGap, Store, open_store
 from schemas import (
     AgentMessage,
@@ -290,47 +289,34 @@ async def profiled(conn: bus.Connection, path: Path, max_batch: int) -> None:
 # The million
 
 
-def rebuild_in_child(url: str, path: Path, max_batch: int, *, fix_flow_control: bool) -> dict[str, Any]:
-    """Time `rebuild` in a fresh process, so its peak RSS is the rebuild's own."""
+def rebuild_in_child(url: str, path: Path, max_batch: int, workers: int) -> dict[str, Any]:
+    """Time `rebuild` in a fresh process, so its peak RSS (and its workers') is the rebuild's own."""
     args = [sys.executable, __file__, "--rebuild-child", url, str(path), "--max-batch", str(max_batch)]
     try:
         done = subprocess.run(
-            [*args, *(["--fix-flow-control"] if fix_flow_control else [])],
-            check=True, capture_output=True, text=True, timeout=900,
-        )  # fmt: skip
+            [*args, "--workers", str(workers)], check=True, capture_output=True, text=True, timeout=900
+        )
     except subprocess.TimeoutExpired:
         return {"error": "no progress for 15 min (the end of the log never arrived)"}
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
-def fix_nats_flow_control() -> None:
-    """Bench-only: answer JetStream flow control once the callback has the messages, not on receipt.
-
-    nats-py 2.16 counts a callback subscription's messages as delivered when they arrive from the socket
-    (`Subscription.delivered` is `_received`), so it answers every flow-control request at once and the
-    server never slows down. A reader slower than the server then overflows the subscription's pending
-    limit and nats-py drops messages (`SlowConsumerError`); `Store.apply` refuses the gap (`LogGap`).
-    This applies, in the child process only, the count nats-py already uses for iterator subscriptions,
-    to measure the rebuild as it will be once `bus` reads without relying on the callback count.
-    """
-
-    def delivered(jsi: Any) -> int:
-        return int(jsi._fciseq - jsi._psub._pending_queue.qsize())
-
-    JetStreamContext._JSI.get_js_delivered = delivered  # type: ignore[method-assign]
-
-
-async def child(url: str, path: Path, max_batch: int) -> None:
+async def child(url: str, path: Path, max_batch: int, workers: int) -> None:
     async with bus.connect(bus.Settings(url=url), name="bench-rebuild") as conn:
         start = time.perf_counter()
         try:
-            last = await rebuild(conn, path, max_batch=max_batch)
-        except LogGap as exc:
+            last = await rebuild(conn, path, max_batch=max_batch, workers=workers)
+        except (LogGap, RebuildFailed) as exc:
             print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
             return
         seconds = time.perf_counter() - start
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-    print(json.dumps({"seconds": seconds, "last_seq": last, "peak_rss_mib": peak_mib}))
+    workers_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # the largest worker
+    print(
+        json.dumps(
+            {"seconds": seconds, "last_seq": last, "peak_rss_mib": peak_mib, "worker_mib": workers_mib}
+        )
+    )
 
 
 # One million run rows made in SQL (the rebuilt log has ~59k runs): a month of runs from three tenants and
@@ -435,19 +421,18 @@ async def million(conn: bus.Connection, url: str, tmp: Path, args: argparse.Name
         total = await write_log(conn, 1_000_000 - have, args.in_flight)
         print(f"\ngrew the log to {total:,} messages in {time.perf_counter() - start:.1f} s", flush=True)
     path = tmp / "million.duckdb"
-    result = rebuild_in_child(url, path, args.max_batch, fix_flow_control=False)
-    if "error" in result:
-        print(f"rebuild FAILED: {result['error']}", flush=True)
-        print("again with nats-py's flow-control count fixed in the rebuilding process:", flush=True)
-        result = rebuild_in_child(url, path, args.max_batch, fix_flow_control=True)
+    for workers in args.workers:
+        result = rebuild_in_child(url, path, args.max_batch, workers)
         if "error" in result:
-            raise SystemExit(f"rebuild failed again: {result['error']}")
-    size_mib = path.stat().st_size / 2**20
-    print(
-        f"rebuild of {int(result['last_seq']):,} messages: {result['seconds']:.1f} s "
-        f"({result['last_seq'] / result['seconds']:,.0f}/s), peak RSS {result['peak_rss_mib']:,.0f} MiB, "
-        f"file {size_mib:,.0f} MiB"
-    )
+            raise SystemExit(f"rebuild with {workers} worker(s) failed: {result['error']}")
+        size_mib = path.stat().st_size / 2**20
+        print(
+            f"rebuild of {int(result['last_seq']):,} messages, {workers} worker(s): "
+            f"{result['seconds']:.1f} s "
+            f"({result['last_seq'] / result['seconds']:,.0f}/s), peak RSS {result['peak_rss_mib']:,.0f} MiB "
+            f"(largest worker {result['worker_mib']:,.0f} MiB), file {size_mib:,.0f} MiB",
+            flush=True,
+        )
     print_views(path)
     print_views(with_million_runs(path))
 
@@ -464,8 +449,11 @@ def parse_args() -> argparse.Namespace:
         "--million", action="store_true", help="also time a rebuild of 1M messages and the views"
     )
     parser.add_argument("--profile", action="store_true", help="then one projection under cProfile")
+    parser.add_argument(
+        "--workers", type=lambda text: [int(n) for n in text.split(",")], default=[1, 2],
+        help="rebuild worker counts timed with --million (default 1,2)",
+    )  # fmt: skip
     parser.add_argument("--rebuild-child", nargs=2, metavar=("URL", "PATH"), help=argparse.SUPPRESS)
-    parser.add_argument("--fix-flow-control", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args()
 
 
@@ -473,9 +461,7 @@ if __name__ == "__main__":
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     arguments = parse_args()
     if arguments.rebuild_child:
-        if arguments.fix_flow_control:
-            fix_nats_flow_control()
         url, target = arguments.rebuild_child
-        asyncio.run(child(url, Path(target), arguments.max_batch))
+        asyncio.run(child(url, Path(target), arguments.max_batch, arguments.workers[0]))
     else:
         asyncio.run(main(arguments))

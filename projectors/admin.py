@@ -99,14 +99,14 @@ async def _remotely(action: Action, settings: bus.Settings, path: Path) -> list[
     return [Path(file) for file in answer.files]
 
 
-async def rebuild_file(settings: bus.Settings, database: Path) -> int:
+async def rebuild_file(settings: bus.Settings, database: Path, *, workers: int = 1) -> int:
     """Rebuild `database` from sequence 1 and swap it in; its projector must be stopped."""
     await asyncio.to_thread(_ensure_free, database)
     async with bus.connect(settings, name="swarm-rebuild") as conn:
-        return await rebuild(conn, database)
+        return await rebuild(conn, database, workers=workers)
 
 
-async def check_file(settings: bus.Settings, database: Path) -> Drift:
+async def check_file(settings: bus.Settings, database: Path, *, workers: int = 1) -> Drift:
     """Compare `database` with a rebuild at the same sequence (drift check), through its replica if busy."""
     if not database.exists():
         raise AdminError(f"no projection at {database}")
@@ -120,7 +120,7 @@ async def check_file(settings: bus.Settings, database: Path) -> Drift:
                 raise AdminError(f"{database} is in use and its projector did not answer: {exc}") from exc
             return msgspec.json.decode(raw, type=Drift)
         with contextlib.closing(live):
-            return await check(conn, live, workdir=database.parent)
+            return await check(conn, live, workdir=database.parent, workers=workers)
 
 
 def _ensure_free(database: Path) -> None:

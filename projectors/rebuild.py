@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -25,7 +26,9 @@ import msgspec
 
 import bus
 from projectors.errors import ProjectorError
+from projectors.partition import Job, replay
 from projectors.prices import Prices
+from projectors.prices import load as load_prices
 from projectors.rows import TABLES
 from projectors.store import Store, open_store
 
@@ -62,6 +65,16 @@ class Drift(msgspec.Struct, frozen=True, kw_only=True):
         return not self.tables_differing
 
 
+class RebuildFailed(ProjectorError):
+    """A worker of a parallel rebuild failed (`index` -1: the partitions did not agree)."""
+
+    def __init__(self, index: int, returncode: int, detail: str) -> None:
+        super().__init__(f"rebuild worker {index} failed (exit status {returncode}): {detail}")
+        self.index = index
+        self.returncode = returncode
+        self.detail = detail
+
+
 class NotComparable(ProjectorError):
     """The two projections reflect different log sequences, so their tables need not agree."""
 
@@ -78,6 +91,7 @@ async def rebuild(
     until_seq: int | None = None,
     prices: Prices | None = None,
     max_batch: int = 10_000,
+    workers: int = 1,
 ) -> int:
     """Fold the log from sequence 1 (through `until_seq`, if given) into a fresh file and swap it in.
 
@@ -85,14 +99,18 @@ async def rebuild(
     on any error or cancellation `target` is left as it was and the partial file removed. Returns the
     last applied sequence: `until_seq`, or less if the log ends first (0 for an empty log). Nothing
     may hold `target` open for writing meanwhile: stop its projector first and restart it on the new
-    file.
+    file. With `workers` > 1 the runs are folded by that many processes at once
+    (`projectors.partition`) and their files merged.
     """
     scratch = target.with_name(f"{target.name}.rebuild")
     _remove(scratch)
     try:
-        with open_store(scratch, prices) as store:
-            last = await _replay(conn, store, until_seq, max_batch)
-            store.connection.execute("CHECKPOINT")  # everything in the main file: no WAL to move with it
+        if workers > 1:
+            last = await _in_parallel(conn, scratch, until_seq, prices or load_prices(), max_batch, workers)
+        else:
+            with open_store(scratch, prices) as store:
+                last = await replay(conn, store, until_seq, max_batch)
+                store.connection.execute("CHECKPOINT")  # everything in the main file: no WAL to move
         # A WAL left by a killed writer of the old file would be replayed onto the new one.
         _wal(target).unlink(missing_ok=True)
         os.replace(scratch, target)
@@ -103,34 +121,85 @@ async def rebuild(
     return last
 
 
-async def _replay(conn: bus.Connection, store: Store, until_seq: int | None, max_batch: int) -> int:
-    last = until_seq if until_seq is not None else float("inf")
-    if last <= 0:
-        return 0
-    batches = conn.log.batches(max_batch=max_batch, follow=False)
+async def _in_parallel(
+    conn: bus.Connection, scratch: Path, until_seq: int | None, prices: Prices, max_batch: int, workers: int
+) -> int:
+    # Every worker stops at the same sequence: the log's end now, or `until_seq` if that comes first.
+    end = await conn.log.end()
+    end = end if until_seq is None else min(until_seq, end)
+    parts = [scratch.with_name(f"{scratch.name}.{index}") for index in range(workers)]
+    jobs = [
+        Job(bus=conn.settings, path=str(part), index=index, count=workers, until_seq=end,
+            max_batch=max_batch, prices=prices)
+        for index, part in enumerate(parts)
+    ]  # fmt: skip
     try:
-        async for batch in batches:
-            done = batch[-1].seq >= last
-            chunk = [record for record in batch if record.seq <= last] if done else batch
-            await _apply(store, chunk)
-            if done:
-                break
+        if end > 0:
+            async with asyncio.TaskGroup() as group:
+                for job in jobs:
+                    group.create_task(run_worker(job))
+        with open_store(scratch, prices) as store:
+            if end > 0:
+                await asyncio.to_thread(_merge, store, parts, end)
+            store.connection.execute("CHECKPOINT")
+            return store.last_seq
     finally:
-        await batches.aclose()
-    return store.last_seq
+        for part in parts:
+            _remove(part)
 
 
-async def _apply(store: Store, records: list[bus.Record]) -> None:
-    """Apply in a worker thread (DuckDB blocks; the next batch streams in meanwhile).
-
-    A cancellation waits for the thread to finish its batch, so the file is never closed under it.
-    """
-    applying = asyncio.ensure_future(asyncio.to_thread(store.apply, records))
+async def run_worker(job: Job) -> None:
+    """Run one partition's worker process; raise `RebuildFailed` with its last words if it fails."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "projectors.partition",
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
     try:
-        await asyncio.shield(applying)
-    except asyncio.CancelledError:
-        await asyncio.wait({applying})
+        _, err = await process.communicate(msgspec.json.encode(job))
+    except BaseException:  # cancelled, or a sibling failed: no worker outlives the rebuild
+        process.kill()
+        await process.wait()
         raise
+    if process.returncode != 0:
+        tail = err.decode(errors="replace").strip().splitlines()[-3:]
+        raise RebuildFailed(job.index, process.returncode or 0, " / ".join(tail))
+
+
+def _merge(store: Store, parts: list[Path], end: int) -> None:
+    """Copy every partition's rows into `store`, in one transaction; the counts add up."""
+    con = store.connection
+    names = [f"part{index}" for index in range(len(parts))]
+    for name, part in zip(names, parts, strict=True):
+        con.execute(f"ATTACH '{_quoted(part)}' AS {name} (READ_ONLY)")
+
+    def union(table: str) -> str:  # every name here is ours: partN and the read-model tables
+        return " UNION ALL ".join(f"SELECT * FROM {name}.{table}" for name in names)  # noqa: S608
+
+    try:
+        ended = con.execute(f"SELECT DISTINCT last_seq FROM ({union('checkpoint')})").fetchall()  # noqa: S608
+        if ended != [(end,)]:
+            raise RebuildFailed(-1, 0, f"the partitions ended at {sorted(e[0] for e in ended)}, not {end}")
+        con.execute("BEGIN TRANSACTION")
+        for table in TABLES:
+            con.execute(f"INSERT INTO {table.TABLE} {union(table.TABLE)}")
+        con.execute(
+            "INSERT INTO skipped SELECT type, sum(count), max(last_seq) "  # noqa: S608
+            f"FROM ({union('skipped')}) GROUP BY type"
+        )
+        con.execute(
+            "UPDATE checkpoint SET last_seq = $end, events = totals.events, skipped = totals.skipped "  # noqa: S608
+            f"FROM (SELECT sum(events) AS events, sum(skipped) AS skipped FROM ({union('checkpoint')})) "
+            "AS totals WHERE id = 1",
+            {"end": end},
+        )
+        con.execute("COMMIT")
+    finally:
+        for name in names:
+            con.execute(f"DETACH {name}")
+
+
+def _quoted(path: Path) -> str:
+    return str(path).replace("'", "''")
 
 
 def checksums(connection: duckdb.DuckDBPyConnection) -> dict[str, TableChecksum]:
@@ -184,6 +253,7 @@ async def check(
     *,
     workdir: Path | None = None,
     prices: Prices | None = None,
+    workers: int = 1,
 ) -> Drift:
     """Rebuild the log up to the live projection's sequence in a scratch file and compare the two.
 
@@ -194,7 +264,7 @@ async def check(
     taken = await asyncio.to_thread(snapshot, live)
     with tempfile.TemporaryDirectory(prefix="swarm-drift-", dir=workdir) as scratch:
         path = Path(scratch) / "rebuilt.duckdb"
-        await rebuild(conn, path, until_seq=taken.seq, prices=prices)
+        await rebuild(conn, path, until_seq=taken.seq, prices=prices, workers=workers)
         with contextlib.closing(duckdb.connect(str(path), read_only=True)) as rebuilt:
             return diff(taken, await asyncio.to_thread(snapshot, rebuilt))
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections import OrderedDict
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -31,6 +31,7 @@ from schemas import InvalidMessage, Message, UnknownMessageType, decode
 log = structlog.get_logger(__name__)
 
 R = TypeVar("R", bound=Row)
+Keep = Callable[[Record], bool]  # which records of a batch to fold (a partition of a parallel rebuild)
 _ARROW_TYPES = {
     str: pa.string(),
     int: pa.int64(),
@@ -118,14 +119,15 @@ class Store:
             self._position = int(row[0]) if row else 0
         return self._position
 
-    def apply(self, records: Sequence[Record]) -> int:
-        """Fold `records` into the tables and move the checkpoint, all in one transaction."""
+    def apply(self, records: Sequence[Record], keep: Keep | None = None) -> int:
+        """Fold `records` (those `keep` accepts) into the tables and move the checkpoint past all of
+        them, in one transaction."""
         start = self.last_seq
         fresh = [record for record in records if record.seq > start]  # a redelivered tail is ignored
         if not fresh:
             return start
         _require_contiguous(start, fresh)
-        decoded, skipped = _decode(fresh)
+        decoded, skipped = _decode(fresh if keep is None else [record for record in fresh if keep(record)])
         run_ids, project_ids = touched(message for _, message in decoded)
         runs = self._current(RunRow, run_ids, self._runs)
         projects = self._current(ProjectRow, project_ids, self._projects)

@@ -45,13 +45,14 @@ async def executor(settings: Settings) -> int:
 
 async def rebuild(settings: Settings) -> int:
     database = Path(settings.projector.database)
-    last = await admin.rebuild_file(settings.bus, database)
+    last = await admin.rebuild_file(settings.bus, database, workers=settings.projector.rebuild_workers)
     print(f"rebuilt {database} from the log: sequences 1..{last}")
     return 0
 
 
 async def check(settings: Settings, as_json: bool) -> int:
-    drift = await admin.check_file(settings.bus, Path(settings.projector.database))
+    workers = settings.projector.rebuild_workers
+    drift = await admin.check_file(settings.bus, Path(settings.projector.database), workers=workers)
     if as_json:
         print(json.dumps(msgspec.to_builtins(drift) | {"clean": drift.clean}))
     elif drift.clean:

@@ -13,8 +13,20 @@ import duckdb
 import pytest
 
 import bus
+from bus.server import free_port
+from projectors.partition import Job
+from projectors.prices import load as load_prices
 from projectors.projector import Projector
-from projectors.rebuild import CHECKED, NotComparable, check, checksums, compare, rebuild
+from projectors.rebuild import (
+    CHECKED,
+    NotComparable,
+    RebuildFailed,
+    check,
+    checksums,
+    compare,
+    rebuild,
+    run_worker,
+)
 from projectors.store import open_store
 from tests.bus._waits import Check, eventually
 from tests.projectors._plog import golden_records, mixed
@@ -163,3 +175,71 @@ def test_projections_at_different_sequences_are_not_compared(tmp_path: Path) -> 
         with pytest.raises(NotComparable) as refused:
             compare(ahead.connection, behind.connection)
     assert (refused.value.live_seq, refused.value.rebuilt_seq) == (20, 10)
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+async def test_a_parallel_rebuild_equals_one_fold(conn: bus.Connection, tmp_path: Path, workers: int) -> None:
+    """Runs folded by several processes and merged give every table of a single fold, the counts of
+    skipped messages included, whole or up to a sequence."""
+    written = await mixed(conn.log, tenants=("acme", "globex", "initech"))
+    await conn.js.publish("swarm.acme.evt.run.run_01JZZZZZZZZZZZZZZZZZZZZZZZ", b'{"type": "run.newer_thing"}')
+    end = written.last_seq + 1
+    for until in (None, written.last_seq // 2):
+        one, many = tmp_path / f"one-{until}.duckdb", tmp_path / f"many-{until}.duckdb"
+        assert await rebuild(conn, one, until_seq=until) == (until or end)
+        assert await rebuild(conn, many, until_seq=until, workers=workers, max_batch=16) == (until or end)
+        with (
+            contextlib.closing(duckdb.connect(str(one), read_only=True)) as single,
+            contextlib.closing(duckdb.connect(str(many), read_only=True)) as merged,
+        ):
+            assert compare(single, merged).tables_differing == [], until
+            counts = merged.execute("SELECT count(*) FROM runs").fetchone()
+            assert counts is not None
+            assert counts[0] > workers  # every partition had runs to fold
+    with contextlib.closing(duckdb.connect(str(tmp_path / "many-None.duckdb"), read_only=True)) as merged:
+        assert merged.execute("SELECT type, count FROM skipped").fetchall() == [("run.newer_thing", 1)]
+    assert sorted(p.name for p in tmp_path.glob("*.duckdb*")) == sorted(
+        f"{side}-{until}.duckdb" for side in ("one", "many") for until in (None, written.last_seq // 2)
+    )
+
+
+async def test_a_cancelled_parallel_rebuild_stops_its_workers_and_leaves_the_old_file(
+    conn: bus.Connection, tmp_path: Path
+) -> None:
+    """Cancelling a rebuild while its workers fold kills them and removes every partial file."""
+    written = await mixed(conn.log)
+    target = tmp_path / "swarm.duckdb"
+    await rebuild(conn, target, until_seq=10)
+    rebuilding = asyncio.create_task(rebuild(conn, target, max_batch=2, workers=2))
+    await eventually(condition(lambda: (tmp_path / "swarm.duckdb.rebuild.1").exists()), within=30)
+    assert _workers() != []
+    rebuilding.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await rebuilding
+    assert rebuilding.cancelled()
+    assert _workers() == []
+    assert last_seq(target) == 10 < written.last_seq
+    assert sorted(path.name for path in tmp_path.glob("swarm.duckdb*")) == ["swarm.duckdb"]
+
+
+async def test_a_failing_worker_fails_the_rebuild_with_its_reason(tmp_path: Path) -> None:
+    """A worker that cannot do its share ends the rebuild with `RebuildFailed` and the worker's words."""
+    unreachable = bus.Settings(url=f"nats://127.0.0.1:{free_port('127.0.0.1')}", connect_timeout=0.5)
+    job = Job(
+        bus=unreachable, path=str(tmp_path / "part.duckdb"), index=1, count=2, until_seq=5, max_batch=10,
+        prices=load_prices(),
+    )  # fmt: skip
+    with pytest.raises(RebuildFailed, match=r"worker 1 failed.*cannot reach NATS"):
+        await run_worker(job)
+
+
+def _workers() -> list[str]:
+    """The command lines of running rebuild workers (children of this test process)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            status = (proc / "status").read_text()
+            if "projectors.partition" in cmdline and "State:\tZ" not in status:
+                found.append(cmdline)
+    return found
