@@ -310,13 +310,13 @@ async def child(url: str, path: Path, max_batch: int, workers: int) -> None:
             print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
             return
         seconds = time.perf_counter() - start
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-    workers_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # the largest worker
-    print(
-        json.dumps(
-            {"seconds": seconds, "last_seq": last, "peak_rss_mib": peak_mib, "worker_mib": workers_mib}
-        )
-    )
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    result = {
+        "seconds": seconds, "last_seq": last,
+        "peak_rss_mib": own.ru_maxrss / 1024, "worker_mib": children.ru_maxrss / 1024,  # Linux reports KiB
+        "cpu_s": own.ru_utime + own.ru_stime, "workers_cpu_s": children.ru_utime + children.ru_stime,
+    }  # fmt: skip
+    print(json.dumps(result))
 
 
 # One million run rows made in SQL (the rebuilt log has ~59k runs): a month of runs from three tenants and
@@ -430,7 +430,8 @@ async def million(conn: bus.Connection, url: str, tmp: Path, args: argparse.Name
             f"rebuild of {int(result['last_seq']):,} messages, {workers} worker(s): "
             f"{result['seconds']:.1f} s "
             f"({result['last_seq'] / result['seconds']:,.0f}/s), peak RSS {result['peak_rss_mib']:,.0f} MiB "
-            f"(largest worker {result['worker_mib']:,.0f} MiB), file {size_mib:,.0f} MiB",
+            f"(largest worker {result['worker_mib']:,.0f} MiB), file {size_mib:,.0f} MiB; CPU "
+            f"{result['cpu_s']:.1f} s reading and merging, {result['workers_cpu_s']:.1f} s in workers",
             flush=True,
         )
     print_views(path)

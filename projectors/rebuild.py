@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import sys
 import tempfile
 from pathlib import Path
 
@@ -26,7 +25,7 @@ import msgspec
 
 import bus
 from projectors.errors import ProjectorError
-from projectors.partition import Job, replay
+from projectors.partition import RebuildFailed, fold_in_parallel
 from projectors.prices import Prices
 from projectors.prices import load as load_prices
 from projectors.rows import TABLES
@@ -63,16 +62,6 @@ class Drift(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def clean(self) -> bool:
         return not self.tables_differing
-
-
-class RebuildFailed(ProjectorError):
-    """A worker of a parallel rebuild failed (`index` -1: the partitions did not agree)."""
-
-    def __init__(self, index: int, returncode: int, detail: str) -> None:
-        super().__init__(f"rebuild worker {index} failed (exit status {returncode}): {detail}")
-        self.index = index
-        self.returncode = returncode
-        self.detail = detail
 
 
 class NotComparable(ProjectorError):
@@ -128,16 +117,9 @@ async def _in_parallel(
     end = await conn.log.end()
     end = end if until_seq is None else min(until_seq, end)
     parts = [scratch.with_name(f"{scratch.name}.{index}") for index in range(workers)]
-    jobs = [
-        Job(bus=conn.settings, path=str(part), index=index, count=workers, until_seq=end,
-            max_batch=max_batch, prices=prices)
-        for index, part in enumerate(parts)
-    ]  # fmt: skip
     try:
         if end > 0:
-            async with asyncio.TaskGroup() as group:
-                for job in jobs:
-                    group.create_task(run_worker(job))
+            await fold_in_parallel(conn, parts, end, prices, max_batch)
         with open_store(scratch, prices) as store:
             if end > 0:
                 await asyncio.to_thread(_merge, store, parts, end)
@@ -148,21 +130,34 @@ async def _in_parallel(
             _remove(part)
 
 
-async def run_worker(job: Job) -> None:
-    """Run one partition's worker process; raise `RebuildFailed` with its last words if it fails."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "projectors.partition",
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+async def replay(conn: bus.Connection, store: Store, until_seq: int | None, max_batch: int) -> int:
+    """Apply the log through `until_seq` (or its current end) to `store`; the last sequence applied."""
+    last = until_seq if until_seq is not None else float("inf")
+    if last <= 0:
+        return 0
+    batches = conn.log.batches(max_batch=max_batch, follow=False)
     try:
-        _, err = await process.communicate(msgspec.json.encode(job))
-    except BaseException:  # cancelled, or a sibling failed: no worker outlives the rebuild
-        process.kill()
-        await process.wait()
+        async for batch in batches:
+            done = batch[-1].seq >= last
+            await _apply(store, [record for record in batch if record.seq <= last] if done else batch)
+            if done:
+                break
+    finally:
+        await batches.aclose()
+    return store.last_seq
+
+
+async def _apply(store: Store, records: list[bus.Record]) -> None:
+    """Apply in a worker thread (DuckDB blocks; the next batch streams in meanwhile).
+
+    A cancellation waits for the thread to finish its batch, so the file is never closed under it.
+    """
+    applying = asyncio.ensure_future(asyncio.to_thread(store.apply, records))
+    try:
+        await asyncio.shield(applying)
+    except asyncio.CancelledError:
+        await asyncio.wait({applying})
         raise
-    if process.returncode != 0:
-        tail = err.decode(errors="replace").strip().splitlines()[-3:]
-        raise RebuildFailed(job.index, process.returncode or 0, " / ".join(tail))
 
 
 def _merge(store: Store, parts: list[Path], end: int) -> None:

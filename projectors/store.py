@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -31,7 +31,6 @@ from schemas import InvalidMessage, Message, UnknownMessageType, decode
 log = structlog.get_logger(__name__)
 
 R = TypeVar("R", bound=Row)
-Keep = Callable[[Record], bool]  # which records of a batch to fold (a partition of a parallel rebuild)
 _ARROW_TYPES = {
     str: pa.string(),
     int: pa.int64(),
@@ -119,15 +118,24 @@ class Store:
             self._position = int(row[0]) if row else 0
         return self._position
 
-    def apply(self, records: Sequence[Record], keep: Keep | None = None) -> int:
-        """Fold `records` (those `keep` accepts) into the tables and move the checkpoint past all of
-        them, in one transaction."""
+    def apply(self, records: Sequence[Record]) -> int:
+        """Fold `records` into the tables and move the checkpoint, all in one transaction."""
         start = self.last_seq
         fresh = [record for record in records if record.seq > start]  # a redelivered tail is ignored
         if not fresh:
             return start
-        _require_contiguous(start, fresh)
-        decoded, skipped = _decode(fresh if keep is None else [record for record in fresh if keep(record)])
+        require_contiguous(start, fresh)
+        return self._fold(fresh, fresh[-1].seq)
+
+    def apply_share(self, records: Sequence[Record], through: int) -> int:
+        """Fold one partition's records of a stretch of the log that ends at `through`, and move the
+        checkpoint there (a parallel rebuild: its reader has checked the stretch is whole)."""
+        if through <= self.last_seq:
+            return self.last_seq
+        return self._fold(records, through)
+
+    def _fold(self, records: Sequence[Record], through: int) -> int:
+        decoded, skipped = _decode(records)
         run_ids, project_ids = touched(message for _, message in decoded)
         runs = self._current(RunRow, run_ids, self._runs)
         projects = self._current(ProjectRow, project_ids, self._projects)
@@ -138,11 +146,11 @@ class Store:
         for seq, message in decoded:
             changes.apply(seq, message)
         changes.settle()
-        self._write(changes, runs.keys(), projects.keys(), fresh[-1].seq, known_patterns.keys())
+        self._write(changes, runs.keys(), projects.keys(), through, known_patterns.keys())
         self._runs.remember(changes.runs)  # only once committed: the cache never runs ahead of the file
         self._projects.remember(changes.projects)
         self._patterns.remember(changes.patterns)
-        self._position = fresh[-1].seq
+        self._position = through
         return self._position
 
     def _current(self, row_type: type[R], keys: set[str], recent: _Recent[R]) -> dict[str, R]:
@@ -248,7 +256,7 @@ class _Recent(Generic[R]):
             self._rows.popitem(last=False)
 
 
-def _require_contiguous(start: int, records: Sequence[Record]) -> None:
+def require_contiguous(start: int, records: Sequence[Record]) -> None:
     """Refuse a gap rather than skip a message for good.
 
     The projector reads the whole log, where sequences have no holes; only an empty file may start

@@ -13,19 +13,16 @@ import duckdb
 import pytest
 
 import bus
-from bus.server import free_port
-from projectors.partition import Job
+from projectors.partition import RebuildFailed, fold_in_parallel
 from projectors.prices import load as load_prices
 from projectors.projector import Projector
 from projectors.rebuild import (
     CHECKED,
     NotComparable,
-    RebuildFailed,
     check,
     checksums,
     compare,
     rebuild,
-    run_worker,
 )
 from projectors.store import open_store
 from tests.bus._waits import Check, eventually
@@ -222,15 +219,19 @@ async def test_a_cancelled_parallel_rebuild_stops_its_workers_and_leaves_the_old
     assert sorted(path.name for path in tmp_path.glob("swarm.duckdb*")) == ["swarm.duckdb"]
 
 
-async def test_a_failing_worker_fails_the_rebuild_with_its_reason(tmp_path: Path) -> None:
-    """A worker that cannot do its share ends the rebuild with `RebuildFailed` and the worker's words."""
-    unreachable = bus.Settings(url=f"nats://127.0.0.1:{free_port('127.0.0.1')}", connect_timeout=0.5)
-    job = Job(
-        bus=unreachable, path=str(tmp_path / "part.duckdb"), index=1, count=2, until_seq=5, max_batch=10,
-        prices=load_prices(),
-    )  # fmt: skip
-    with pytest.raises(RebuildFailed, match=r"worker 1 failed.*cannot reach NATS"):
-        await run_worker(job)
+async def test_a_failing_worker_fails_the_rebuild_with_its_reason(
+    conn: bus.Connection, tmp_path: Path
+) -> None:
+    """A worker that cannot do its share ends the fold with `RebuildFailed`, its last words and no
+    worker left running."""
+    await mixed(conn.log, runs=3)
+    parts = [tmp_path / "part.0", tmp_path / "part.1"]
+    parts[1].mkdir()  # not a database file: worker 1 cannot open it
+    with pytest.raises(RebuildFailed, match=r"worker 1 failed \(exit status 1\): .*part\.1") as failed:
+        await fold_in_parallel(conn, parts, await conn.log.end(), load_prices(), max_batch=16)
+    assert failed.value.index == 1
+    assert _workers() == []
+    assert sorted(path.name for path in tmp_path.glob("part.*.log")) == []
 
 
 def _workers() -> list[str]:
