@@ -26,7 +26,7 @@ from projectors.fold import Changes, touched, touched_patterns
 from projectors.prices import Prices
 from projectors.prices import load as load_prices
 from projectors.rows import TABLES, PatternRow, ProjectRow, Row, RunRow
-from schemas import InvalidMessage, Message, UnknownMessageType, decode
+from schemas import InvalidMessage, Message, UnknownMessageType, decode_stored
 
 log = structlog.get_logger(__name__)
 
@@ -274,7 +274,7 @@ def _decode(records: Sequence[Record]) -> tuple[list[tuple[int, Message]], list[
     skipped: list[tuple[int, str]] = []
     for record in records:
         try:
-            decoded.append((record.seq, decode(record.data)))
+            decoded.append((record.seq, decode_stored(record.data)))
         except UnknownMessageType as exc:
             skipped.append((record.seq, exc.tag))  # written by a newer version: counted, not fatal
         except InvalidMessage:

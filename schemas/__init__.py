@@ -75,6 +75,7 @@ from schemas.run import (
     WebSearched,
     WorkspacePrepared,
 )
+from schemas.stored import decode_stored
 
 __all__ = [
     "COMMAND_TYPES",
@@ -157,6 +158,7 @@ __all__ = [
     "decode",
     "decode_command",
     "decode_event",
+    "decode_stored",
     "encode",
     "json_schema",
     "key_state",

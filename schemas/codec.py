@@ -44,18 +44,18 @@ def encode(message: Message) -> bytes:
 
 def decode(data: bytes | str) -> Message:
     """Decode any command or event; raise `InvalidMessage` (or `UnknownMessageType`) with the reason."""
-    return _checked(_message_decoder, data)
+    return checked(_message_decoder, data)
 
 
 def decode_command(data: bytes | str) -> AnyCommand:
-    return _checked(_command_decoder, data)
+    return checked(_command_decoder, data)
 
 
 def decode_event(data: bytes | str) -> AnyEvent:
-    return _checked(_event_decoder, data)
+    return checked(_event_decoder, data)
 
 
-def _checked(decoder: msgspec.json.Decoder[T], data: bytes | str) -> T:
+def checked(decoder: msgspec.json.Decoder[T], data: bytes | str) -> T:
     try:
         return decoder.decode(data)
     except msgspec.ValidationError as exc:
