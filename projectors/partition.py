@@ -134,20 +134,23 @@ async def fold_in_parallel(
 
 
 async def _deal(conn: bus.Connection, workers: list[_Worker], end: int, max_batch: int) -> None:
-    """Split each batch of the log by owner and queue every worker its share (possibly empty)."""
+    """Split the log by owner and queue each worker a share whenever it has `max_batch` records of its
+    own (a transaction per share: fewer, fuller shares rewrite each run less often), and at the end."""
     encoder = msgspec.msgpack.Encoder()
+    shares: list[list[bus.Record]] = [[] for _ in workers]
     last = 0
     batches = conn.log.batches(max_batch=max_batch, follow=False)
     try:
         async for batch in batches:
             chunk = [record for record in batch if record.seq <= end]
             require_contiguous(last, chunk)
-            shares: list[list[bus.Record]] = [[] for _ in workers]
             for record in chunk:
                 shares[owner(record.subject, len(workers))].append(record)
             last = chunk[-1].seq
             for worker, share in zip(workers, shares, strict=True):
-                await worker.queue.put(encoder.encode(Share(last, share)))
+                if len(share) >= max_batch or last >= end:
+                    await worker.queue.put(encoder.encode(Share(last, share)))
+                    share.clear()
             if last >= end:
                 break
     finally:
