@@ -71,10 +71,26 @@ def event_type(data: bytes) -> str:
 class Encoded:
     """An event frame encoded once and sent as is to every socket that takes it."""
 
-    __slots__ = ("data", "event_type", "seq")
+    __slots__ = ("_wire", "data", "event_type", "seq")
 
     def __init__(self, seq: int, event_type: str, data: bytes) -> None:
         self.seq, self.event_type, self.data = seq, event_type, data
+        self._wire: bytes | None = None
+
+    @property
+    def wire(self) -> bytes:
+        """The whole WebSocket text frame as a server sends it (RFC 6455 §5.2: final, unmasked,
+        uncompressed), built once for every socket it goes to."""
+        if self._wire is None:
+            size = len(self.data)
+            if size < 126:
+                head = bytes((0x81, size))
+            elif size < 65_536:
+                head = bytes((0x81, 126)) + size.to_bytes(2, "big")
+            else:
+                head = bytes((0x81, 127)) + size.to_bytes(8, "big")
+            self._wire = head + self.data
+        return self._wire
 
 
 class Frames:
@@ -114,9 +130,24 @@ class Frames:
 
 
 class Pump:
-    def __init__(self, ws: web.WebSocketResponse, metrics: Metrics, *, queue: int, every: float) -> None:
+    """A socket's outgoing frames. An event frame offered while nothing is waiting to go out is written
+    straight to the connection (the same bytes for every socket, no task switch); otherwise it queues
+    behind the others for the writer task, which waits for the client to take them."""
+
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        metrics: Metrics,
+        *,
+        queue: int,
+        every: float,
+        transport: asyncio.Transport | None = None,
+    ) -> None:
         self._ws = ws
         self._metrics = metrics
+        # Direct writes need a connection without permessage-deflate, whose frames are the bytes as built.
+        self._transport = transport if transport is not None and not ws.compress else None
+        self._writing = False  # the writer task holds a frame it has not finished sending
         self._queue: asyncio.Queue[tuple[Frame | Encoded, datetime | None]] = asyncio.Queue(maxsize=queue)
         self._every = every
         self.considered = 0  # the last sequence the producer looked at (sent or filtered out)
@@ -126,7 +157,12 @@ class Pump:
         self.finished = asyncio.Event()  # the end frame is sent
 
     def offer(self, frame: Frame | Encoded, stored_at: datetime | None = None) -> bool:
-        """Queue a frame; False (and `overflowed` set) when the client is too far behind."""
+        """Send or queue a frame; False (and `overflowed` set) when the client is too far behind."""
+        if isinstance(frame, Encoded) and self._writable():
+            assert self._transport is not None
+            self._transport.write(frame.wire)
+            self._sent(frame, stored_at)
+            return True
         try:
             self._queue.put_nowait((frame, stored_at))
         except asyncio.QueueFull:
@@ -141,18 +177,36 @@ class Pump:
     def skip(self, seq: int) -> None:
         self.considered = seq
 
+    def _writable(self) -> bool:
+        """Whether a frame may go straight out: nothing queued or being sent before it, the socket
+        open, and the connection's buffer under its high-water mark (else the client is behind)."""
+        transport = self._transport
+        return (
+            transport is not None
+            and not self._writing
+            and self._queue.empty()
+            and not transport.is_closing()
+            and not self._ws.closed
+            and transport.get_write_buffer_size() < transport.get_write_buffer_limits()[1]
+        )
+
+    def _sent(self, frame: Encoded, stored_at: datetime | None) -> None:
+        self.sent = frame.seq
+        self._metrics.frames_sent += 1
+        if stored_at is not None:
+            self._metrics.relay_lag.observe(max(0.0, time.time() - stored_at.timestamp()))
+
     async def write(self) -> None:
         """Send queued frames until an `End` frame has gone out."""
         while True:
             frame, stored_at = await self._queue.get()
+            self._writing = True
             if isinstance(frame, Encoded):
                 await self._ws.send_frame(frame.data, WSMsgType.TEXT)
-                self.sent = frame.seq
-                self._metrics.frames_sent += 1
-                if stored_at is not None:
-                    self._metrics.relay_lag.observe(max(0.0, time.time() - stored_at.timestamp()))
-                continue
-            await self._ws.send_frame(_encoder.encode(frame), WSMsgType.TEXT)
+                self._sent(frame, stored_at)
+            else:
+                await self._ws.send_frame(_encoder.encode(frame), WSMsgType.TEXT)
+            self._writing = False
             if isinstance(frame, End):
                 self.finished.set()
                 return

@@ -117,7 +117,8 @@ async def _relay(
     if after_seq > head:
         raise Closed(RESYNC, f"after_seq {after_seq} is beyond the log (at {head})")
     recovered = after_seq == 0 or after_seq + 1 >= first
-    pump = Pump(ws, app[METRICS], queue=settings.ws_queue, every=settings.ws_position_every)
+    every, transport = settings.ws_position_every, request.transport
+    pump = Pump(ws, app[METRICS], queue=settings.ws_queue, every=every, transport=transport)
     pump.considered = after_seq
     pump.offer(Ready(after_seq=after_seq, head=head, recovered=recovered, run_id=run_id))
     if run_id is not None and (ended := await _ended_by(conn, subject, after_seq)) is not None:

@@ -53,11 +53,10 @@ class FakeExecutor:
             )
         )
 
-    async def message(self, n: int) -> int:
+    async def message(self, n: int, text: str | None = None) -> int:
+        body = Body(text=f"step {n}" if text is None else text)
         return await self._append(
-            AgentMessage(
-                **_envelope(self._tenant), run_id=self._run_id, item_id=f"i{n}", text=Body(text=f"step {n}")
-            )
+            AgentMessage(**_envelope(self._tenant), run_id=self._run_id, item_id=f"i{n}", text=body)
         )
 
     async def artifact(self, name: str, kind: Any, data: bytes, media_type: str) -> int:

@@ -80,6 +80,25 @@ async def test_live_events_arrive_after_the_replay(system: System) -> None:
     assert [f["type"] for f in await frames(ws, "end")] == ["event", "end"]
 
 
+async def test_live_frames_of_every_length_encoding_arrive_whole(system: System) -> None:
+    """Live events whose frames need the 7-bit, 16-bit and 64-bit length forms all arrive intact, in
+    order, on two sockets at once (each frame is built once and written to both)."""
+    run = await start_run(system, await create_project(system))
+    sockets = [await open_run_socket(system, run["id"]) for _ in range(2)]
+    for ws in sockets:
+        await frames(ws, "ready")
+    executor = FakeExecutor(system.conn, TENANT, run["id"])
+    await executor.start()
+    texts = ["", "x" * 200, "y" * 60_000, "z" * 65_536]
+    for n, text in enumerate(texts):
+        await executor.message(n, text)
+    await executor.succeed()
+    for ws in sockets:
+        got = [f for f in await frames(ws, "end") if f["type"] == "event"]
+        assert [f["seq"] for f in got] == executor.seqs
+        assert [f["event"]["text"].get("text", "") for f in got[1:-1]] == texts
+
+
 async def test_tickets_are_single_use_and_scoped(system: System) -> None:
     """A ticket opens its run's socket once; reusing it, or using it for another run, closes with 4401."""
     run = await start_run(system, await create_project(system))
