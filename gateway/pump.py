@@ -148,6 +148,8 @@ class Pump:
         # Direct writes need a connection without permessage-deflate, whose frames are the bytes as built.
         self._transport = transport if transport is not None and not ws.compress else None
         self._writing = False  # the writer task holds a frame it has not finished sending
+        self._pending: list[bytes] = []  # frames to write at the end of this turn of the event loop
+        self._pending_size = 0
         self._queue: asyncio.Queue[tuple[Frame | Encoded, datetime | None]] = asyncio.Queue(maxsize=queue)
         self._every = every
         self.considered = 0  # the last sequence the producer looked at (sent or filtered out)
@@ -159,10 +161,13 @@ class Pump:
     def offer(self, frame: Frame | Encoded, stored_at: datetime | None = None) -> bool:
         """Send or queue a frame; False (and `overflowed` set) when the client is too far behind."""
         if isinstance(frame, Encoded) and self._writable():
-            assert self._transport is not None
-            self._transport.write(frame.wire)
+            if not self._pending:
+                asyncio.get_running_loop().call_soon(self.flush)
+            self._pending.append(frame.wire)
+            self._pending_size += len(frame.wire)
             self._sent(frame, stored_at)
             return True
+        self.flush()  # what went before is written before this one
         try:
             self._queue.put_nowait((frame, stored_at))
         except asyncio.QueueFull:
@@ -177,18 +182,26 @@ class Pump:
     def skip(self, seq: int) -> None:
         self.considered = seq
 
+    def flush(self) -> None:
+        """Write the frames taken in this turn of the event loop: the records of one batch from the log
+        go out in one write (one system call per socket, not per event)."""
+        if not self._pending:
+            return
+        data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
+        self._pending.clear()
+        self._pending_size = 0
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(data)
+
     def _writable(self) -> bool:
         """Whether a frame may go straight out: nothing queued or being sent before it, the socket
         open, and the connection's buffer under its high-water mark (else the client is behind)."""
         transport = self._transport
-        return (
-            transport is not None
-            and not self._writing
-            and self._queue.empty()
-            and not transport.is_closing()
-            and not self._ws.closed
-            and transport.get_write_buffer_size() < transport.get_write_buffer_limits()[1]
-        )
+        if transport is None or self._writing or not self._queue.empty():
+            return False
+        if transport.is_closing() or self._ws.closed:
+            return False
+        return transport.get_write_buffer_size() + self._pending_size < transport.get_write_buffer_limits()[1]
 
     def _sent(self, frame: Encoded, stored_at: datetime | None) -> None:
         self.sent = frame.seq

@@ -162,6 +162,7 @@ async def _ended_by(conn: bus.Connection, subject: str, after_seq: int) -> End |
 
 
 async def _close(ws: web.WebSocketResponse, pump: Pump, stopping: bool, metrics: Metrics) -> None:
+    pump.flush()  # the close frame comes after every event frame taken
     if pump.finished.is_set():
         await ws.close(code=NORMAL, message=b"run finished")
     elif pump.overflowed.is_set():
