@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import socket
 import tracemalloc
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
 import msgspec
 import pytest
 from aiohttp import WSMsgType
@@ -35,27 +37,20 @@ async def test_a_slow_consumer_is_cut_with_a_resumable_code(system: System) -> N
     run = await start_run(system, await create_project(system))
     executor = FakeExecutor(system.conn, TENANT, run["id"])
     await executor.start()
-    ws = await system.client.ws_connect(f"/v1/runs/{run['id']}/events", max_msg_size=0)
-    await ws.send_json({"type": "auth", "key": system.admin})
-    tracemalloc.start(40)
-    big = "x" * 60_000
-    for n in range(200):
-        event = AgentMessage(
-            id=ids.new(Kind.EVENT),
-            at=datetime.now(UTC),
-            tenant=TENANT,
-            actor="exe_test",
-            run_id=run["id"],
-            item_id=f"b{n}",
-            text=Body(text=big),
-        )
-        executor.at = await system.conn.log.append(event, executor.at)
-    closed: Any = None
-    async with asyncio.timeout(30):
-        while closed is None:
-            message = await ws.receive()
-            if message.type in {WSMsgType.CLOSE, WSMsgType.CLOSED}:
-                closed = message
+    # A receive buffer of its own size: the kernel would otherwise grow it (up to tcp_rmem's maximum,
+    # 32 MB here) and take the whole flood on the client's behalf.
+    connector = aiohttp.TCPConnector(socket_factory=_small_receive_buffer)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        ws = await session.ws_connect(system.client.make_url(f"/v1/runs/{run['id']}/events"), max_msg_size=0)
+        await ws.send_json({"type": "auth", "key": system.admin})
+        tracemalloc.start(40)
+        await _flood(system, executor, run["id"])
+        closed: Any = None
+        async with asyncio.timeout(30):
+            while closed is None:
+                message = await ws.receive()
+                if message.type in {WSMsgType.CLOSE, WSMsgType.CLOSED}:
+                    closed = message
     assert closed.data == 4429
     assert "after_seq=" in (closed.extra or "")
     metrics = system.client.app[METRICS]  # type: ignore[index]
@@ -70,6 +65,29 @@ async def test_a_slow_consumer_is_cut_with_a_resumable_code(system: System) -> N
     tracemalloc.stop()
     assert metrics.sockets_cut_slow == 1
     assert sum(stat.size for stat in held.statistics("filename")) < 1_000_000  # of the 12 MB flooded
+
+
+async def _flood(system: System, executor: FakeExecutor, run_id: str) -> None:
+    """200 events of 60 KB each, appended as fast as the log takes them."""
+    big = "x" * 60_000
+    for n in range(200):
+        event = AgentMessage(
+            id=ids.new(Kind.EVENT),
+            at=datetime.now(UTC),
+            tenant=TENANT,
+            actor="exe_test",
+            run_id=run_id,
+            item_id=f"b{n}",
+            text=Body(text=big),
+        )
+        executor.at = await system.conn.log.append(event, executor.at)
+
+
+def _small_receive_buffer(address: Any) -> socket.socket:
+    family, kind, proto, _, _ = address
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1_024)
+    return sock
 
 
 def test_the_frame_cache_is_bounded_in_bytes() -> None:
