@@ -39,10 +39,15 @@ until grep -q "$listening" /proc/net/tcp; do
     fi
     sleep 0.01
 done
+# A signal between starting the command and knowing its pid is kept and forwarded, not lost.
+term=
+trap 'term=1' TERM INT HUP
 "$@" &
 child=$!
 trap 'kill -TERM "$child" 2>/dev/null' TERM INT HUP
-status=0
+if [ -n "$term" ]; then kill -TERM "$child" 2>/dev/null; fi
+# Wait at least once: a command that has already ended (and been reaped) still reports its status.
+wait "$child"; status=$?
 while kill -0 "$child" 2>/dev/null; do wait "$child"; status=$?; done
 if [ "$status" -eq 137 ] && grep -qs '^oom_kill [1-9]' \\
         /sys/fs/cgroup/memory/memory.oom_control /sys/fs/cgroup/memory.events; then
