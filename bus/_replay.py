@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 import structlog
 
+from bus._reader import ABANDONED_AFTER
 from bus._wire import Frame, Wire, WireError
 from bus.record import DIGEST, Record
 from bus.settings import Settings
@@ -22,7 +23,6 @@ from bus.settings import Settings
 _log = structlog.get_logger(__name__)
 
 HEARTBEAT = 5.0  # seconds between the server's idle heartbeats
-ABANDONED_AFTER = 10.0  # seconds: the server deletes the consumer of a reader that vanished
 MAX_BUFFERED = 64 * 1_024 * 1_024  # bytes of bodies held before reading from the socket pauses
 _STATUS = b"NATS/1.0 100"
 _DIGEST = f"\r\n{DIGEST}:".encode()

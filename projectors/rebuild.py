@@ -175,19 +175,23 @@ def _merge(store: Store, parts: list[Path], end: int) -> None:
         if ended != [(end,)]:
             raise RebuildFailed(-1, 0, f"the partitions ended at {sorted(e[0] for e in ended)}, not {end}")
         con.execute("BEGIN TRANSACTION")
-        for table in TABLES:
-            con.execute(f"INSERT INTO {table.TABLE} {union(table.TABLE)}")
-        con.execute(
-            "INSERT INTO skipped SELECT type, sum(count), max(last_seq) "  # noqa: S608
-            f"FROM ({union('skipped')}) GROUP BY type"
-        )
-        con.execute(
-            "UPDATE checkpoint SET last_seq = $end, events = totals.events, skipped = totals.skipped "  # noqa: S608
-            f"FROM (SELECT sum(events) AS events, sum(skipped) AS skipped FROM ({union('checkpoint')})) "
-            "AS totals WHERE id = 1",
-            {"end": end},
-        )
-        con.execute("COMMIT")
+        try:
+            for table in TABLES:
+                con.execute(f"INSERT INTO {table.TABLE} {union(table.TABLE)}")
+            con.execute(
+                "INSERT INTO skipped SELECT type, sum(count), max(last_seq) "  # noqa: S608
+                f"FROM ({union('skipped')}) GROUP BY type"
+            )
+            con.execute(
+                "UPDATE checkpoint SET last_seq = $end, events = totals.events, skipped = totals.skipped "  # noqa: S608
+                f"FROM (SELECT sum(events) AS events, sum(skipped) AS skipped FROM ({union('checkpoint')})) "
+                "AS totals WHERE id = 1",
+                {"end": end},
+            )
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")  # so the partitions detach and the merge's own error is what surfaces
+            raise
     finally:
         for name in names:
             con.execute(f"DETACH {name}")
