@@ -28,14 +28,17 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import gc
 import logging
 import os
 import resource
+import select
+import socket
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -84,115 +87,141 @@ class Seen(msgspec.Struct, frozen=True, kw_only=True):
     closes: list[int]  # close codes seen before the end
 
 
-class Socket:
-    """A minimal WebSocket client: the upgrade, one masked text frame out, unmasked frames in."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-
-    @classmethod
-    async def open(cls, url: str) -> Socket:
-        parts = urlsplit(url)
-        reader, writer = await asyncio.open_connection(parts.hostname, parts.port, limit=1 << 22)
-        key = base64.b64encode(os.urandom(16)).decode()
-        writer.write(
-            f"GET {parts.path}?{parts.query} HTTP/1.1\r\nHost: {parts.netloc}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
-        )
-        head = await reader.readuntil(b"\r\n\r\n")
-        if b" 101 " not in head.split(b"\r\n", 1)[0]:
-            raise SystemExit(f"no upgrade: {head[:200]!r}")
-        return cls(reader, writer)
-
-    def send(self, opcode: int, data: bytes) -> None:
-        mask, n = os.urandom(4), len(data)
-        length = bytes([0x80 | n]) if n < 126 else bytes([0x80 | 126]) + n.to_bytes(2, "big")
-        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(data))
-        self.writer.write(bytes([0x80 | opcode]) + length + mask + masked)
-
-    async def frame(self) -> tuple[int, bytes]:
-        head = await self.reader.readexactly(2)
-        n = head[1] & 0x7F
-        if n == 126:
-            n = int.from_bytes(await self.reader.readexactly(2), "big")
-        elif n == 127:
-            n = int.from_bytes(await self.reader.readexactly(8), "big")
-        return head[0] & 0x0F, await self.reader.readexactly(n)
+def masked(opcode: int, data: bytes) -> bytes:
+    """One masked client frame (the payloads sent here are under 64 KiB)."""
+    mask, n = os.urandom(4), len(data)
+    length = bytes([0x80 | n]) if n < 126 else bytes([0x80 | 126]) + n.to_bytes(2, "big")
+    return bytes([0x80 | opcode]) + length + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data))
 
 
 class Watcher:
-    """One watcher's receipts: the warm-up event readies it, the next `events` are timed."""
+    """One watcher: a minimal WebSocket client on a plain non-blocking socket, fed by the child's epoll
+    loop (no asyncio), so each read is parsed in one pass at little cost (frame headers and the `at`
+    field only). The warm-up event readies it, the next `events` are timed; every frame of one read
+    shares that read's receipt time."""
 
-    def __init__(self, events: int) -> None:
-        self.latencies: list[float] = []
+    def __init__(self, url: str, auth: str, events: int, closes: list[int]) -> None:
+        parts = urlsplit(url)
+        self.sock = socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 80))
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall(
+            f"GET {parts.path}?{parts.query} HTTP/1.1\r\nHost: {parts.netloc}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        self.receipts: list[tuple[float, bytes]] = []  # receipt time, the event's `at` as sent
         self.last = 0.0
-        self.connected = asyncio.Event()  # the first frame (ready) arrived: the socket is live
-        self.warm = asyncio.Event()
-        self.done = asyncio.Event()
-        self._events = events
+        self.connected = False  # the first frame (ready) arrived: the socket is live
+        self.warm = False
+        self.done = False
+        self._auth, self._events, self._closes = auth, events, closes
+        self._buffer = bytearray()
+        self._upgraded = False
 
-    def saw(self, payload: bytes) -> None:
-        at = payload.find(_AT)
-        if at < 0:
-            return  # ready and position frames
-        now = time.time()
-        if not self.warm.is_set():
-            self.warm.set()
+    def readable(self, now: float) -> None:
+        try:
+            data = self.sock.recv(1 << 18)
+        except BlockingIOError:
             return
-        stamp = datetime.fromisoformat(payload[at + 6 : payload.index(b'"', at + 6)].decode())
-        self.latencies.append((now - stamp.timestamp()) * 1_000)
-        self.last = now
-        if len(self.latencies) >= self._events:
-            self.done.set()
-
-
-async def follow(spec: Spec, watcher: Watcher, closes: list[int]) -> None:
-    socket = await Socket.open(spec.url)
-    if spec.auth:
-        socket.send(0x1, spec.auth.encode())
-    try:
-        while not watcher.done.is_set():
-            opcode, payload = await socket.frame()
-            if opcode == 0x8:
-                closes.append(int.from_bytes(payload[:2], "big"))
+        if not data:
+            self.finish()
+            return
+        buffer = self._buffer
+        buffer += data
+        at = 0
+        if not self._upgraded:
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            if b" 101 " not in buffer[: buffer.find(b"\r\n")]:
+                raise SystemExit(f"no upgrade: {bytes(buffer[:200])!r}")
+            self._upgraded, at = True, end + 4
+            if self._auth:
+                self.sock.sendall(masked(0x1, self._auth.encode()))
+        size = len(buffer)
+        while size - at >= 2:
+            opcode, n, head = buffer[at] & 0x0F, buffer[at + 1] & 0x7F, 2
+            if n == 126:
+                if size - at < 4:
+                    break
+                n, head = buffer[at + 2] << 8 | buffer[at + 3], 4
+            elif n == 127:
+                if size - at < 10:
+                    break
+                n, head = int.from_bytes(buffer[at + 2 : at + 10], "big"), 10
+            if size - at < head + n:
                 break
-            if opcode == 0x9:
-                socket.send(0xA, payload)
-            elif opcode == 0x1:
-                watcher.connected.set()
-                watcher.saw(payload)
-    finally:
-        watcher.connected.set()
-        watcher.warm.set()
-        watcher.done.set()
-        socket.writer.close()
+            begin, at = at + head, at + head + n
+            if opcode == 0x1:
+                self.connected = True
+                self._saw(buffer, begin, at, now)
+            elif opcode == 0x9:
+                self.sock.sendall(masked(0xA, bytes(buffer[begin:at])))
+            elif opcode == 0x8:
+                self._closes.append(int.from_bytes(buffer[begin : begin + 2], "big"))
+                self.finish()
+                return
+        del buffer[:at]
+
+    def _saw(self, buffer: bytearray, begin: int, end: int, now: float) -> None:
+        at = buffer.find(_AT, begin, end)
+        if at < 0 or self.done:
+            return  # ready and position frames
+        if not self.warm:
+            self.warm = True
+            return
+        # Kept as received; parsed once the phase is over, so the client spends little per frame.
+        self.receipts.append((now, bytes(buffer[at + 6 : buffer.index(b'"', at + 6)])))
+        self.last = now
+        if len(self.receipts) >= self._events:
+            self.finish()
+
+    def latencies(self) -> list[float]:
+        """Milliseconds from each timed event's `at` to its receipt."""
+        return [(now - datetime.fromisoformat(at.decode()).timestamp()) * 1_000 for now, at in self.receipts]
+
+    def finish(self) -> None:
+        self.connected = self.warm = self.done = True
 
 
-async def watch(spec: Spec) -> Seen:
+def watch(spec: Spec) -> Seen:
     more_files()
-    watchers = [Watcher(spec.events) for _ in range(spec.watchers)]
     closes: list[int] = []
-    async with asyncio.TaskGroup() as group:
-        tasks = [group.create_task(follow(spec, w, closes)) for w in watchers]
-        await asyncio.gather(*(w.connected.wait() for w in watchers))
-        say("connected")
-        if spec.events == 0:  # idle sockets: hold them until the parent has measured
-            await asyncio.to_thread(sys.stdin.read)
-        await asyncio.gather(*(w.warm.wait() for w in watchers))
-        say("ready")
-        cpu = time.process_time()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(spec.timeout):
-                await asyncio.gather(*(w.done.wait() for w in watchers))
-        for task in tasks:
-            task.cancel()
-    latencies = [ms for w in watchers for ms in w.latencies]
-    last = max(w.last for w in watchers)
+    watchers = [Watcher(spec.url, spec.auth, spec.events, closes) for _ in range(spec.watchers)]
+    poll = select.epoll()
+    by_fd = {}
+    for watcher in watchers:
+        watcher.sock.setblocking(False)
+        poll.register(watcher.sock.fileno(), select.EPOLLIN)
+        by_fd[watcher.sock.fileno()] = watcher
+
+    def until(reached: Callable[[Watcher], bool], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        pending = [w for w in watchers if not reached(w)]
+        while pending and time.monotonic() < deadline:
+            for fd, _ in poll.poll(0.1):
+                by_fd[fd].readable(time.time())
+            pending = [w for w in pending if not reached(w)]
+
+    until(lambda w: w.connected, 120.0)
+    say("connected")
+    if spec.events == 0:  # idle sockets: hold them until the parent has measured
+        sys.stdin.read()
+    until(lambda w: w.warm, 120.0)
+    gc.freeze()  # the measuring client: no collection pause of its own in the latencies
+    gc.disable()
+    say("ready")
+    cpu = time.process_time()
+    until(lambda w: w.done, spec.timeout)
+    cpu = time.process_time() - cpu
+    for watcher in watchers:
+        watcher.sock.close()
+    gc.enable()
+    latencies = [ms for w in watchers for ms in w.latencies()]
     return Seen(
         received=len(latencies),
         latencies_ms=latencies,
-        last=last,
-        cpu=time.process_time() - cpu,
+        last=max(w.last for w in watchers),
+        cpu=cpu,
         closes=closes,
     )
 
@@ -220,16 +249,16 @@ def raw_app() -> web.Application:
     messages = Messages("run_raw")
 
     async def ws(request: web.Request) -> web.WebSocketResponse:
-        socket = web.WebSocketResponse()
-        await socket.prepare(request)
-        await socket.send_str('{"type":"ready"}')
-        sockets.add(socket)
+        peer = web.WebSocketResponse()
+        await peer.prepare(request)
+        await peer.send_str('{"type":"ready"}')
+        sockets.add(peer)
         try:
-            async for _ in socket:
+            async for _ in peer:
                 pass
         finally:
-            sockets.discard(socket)
-        return socket
+            sockets.discard(peer)
+        return peer
 
     async def send(request: web.Request) -> web.Response:
         order = msgspec.json.decode(await request.read(), type=Send)
@@ -238,8 +267,8 @@ def raw_app() -> web.Application:
             if order.rate is not None and (ahead := start + i / order.rate - time.perf_counter()) > 0:
                 await asyncio.sleep(ahead)
             frame = frame_of(i + 1, messages.next(i))
-            for socket in list(sockets):
-                await socket.send_frame(frame, WSMsgType.TEXT)
+            for peer in list(sockets):
+                await peer.send_frame(frame, WSMsgType.TEXT)
         return web.Response(text="sent")
 
     app = web.Application()
@@ -256,6 +285,8 @@ async def serve_raw() -> None:
     await site.start()
     server = site._server
     assert isinstance(server, asyncio.base_events.Server)
+    gc.collect()  # as the gateway does once it listens (swarm.roles.settle_heap)
+    gc.freeze()
     say(f"raw on http://127.0.0.1:{server.sockets[0].getsockname()[1]}")
     await asyncio.to_thread(sys.stdin.read)
     await runner.cleanup()
@@ -583,6 +614,8 @@ async def main(args: argparse.Namespace) -> None:
                 child(raw_argv, env, "raw on ", Path(tmp) / "raw.log") as (raw_url, raw_pid),
             ):
                 system = System(conn, gateway_url, gateway_pid, raw_url, raw_pid, issued.token)
+                gc.collect()  # the publisher stands in for an executor, which settles its heap too
+                gc.freeze()
                 memory = {}
                 if args.idle:
                     memory = {name: await idle(system, name, args.idle) for name in ("gateway", "raw")}
@@ -613,7 +646,7 @@ if __name__ == "__main__":
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     arguments = parse_args()
     if arguments.watch:
-        seen = asyncio.run(watch(msgspec.json.decode(arguments.watch, type=Spec)))
+        seen = watch(msgspec.json.decode(arguments.watch, type=Spec))
         sys.stdout.buffer.write(msgspec.json.encode(seen))
     elif arguments.raw_server:
         asyncio.run(serve_raw())

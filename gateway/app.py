@@ -14,13 +14,24 @@ from aiohttp import web
 import bus
 from gateway import artifacts, console, insights, keys, ops, patterns, projects, relay, runs
 from gateway.auth import PRINCIPAL, Handler, authenticate, bearer
-from gateway.context import CONN, FRAMES, HUBS, KEYS, LIMITER, METRICS, SETTINGS, STOPPING, TICKETS
+from gateway.context import (
+    CONN,
+    FRAMES,
+    HUBS,
+    KEYS,
+    LIMITER,
+    METRICS,
+    SETTINGS,
+    STOPPING,
+    TICKETS,
+    WRITES,
+)
 from gateway.hub import Hubs
 from gateway.keys_cache import KeyCache
 from gateway.limits import RateLimiter, cors, preflight, secure
 from gateway.metrics import Metrics
 from gateway.problems import Problem, from_http
-from gateway.pump import Frames
+from gateway.pump import Frames, Writes
 from gateway.settings import Settings
 from gateway.tickets import Tickets
 
@@ -40,6 +51,7 @@ def create_app(conn: bus.Connection, settings: Settings) -> web.Application:
     app[TICKETS] = Tickets(settings.ticket_secret, settings.ticket_ttl, conn.claims)
     app[STOPPING] = asyncio.Event()
     app[FRAMES] = Frames()
+    app[WRITES] = Writes()
     app[HUBS] = Hubs(conn.log, queue_size=max(1_000, settings.ws_queue * 4))
     app.cleanup_ctx.append(_follow_keys)
     app.cleanup_ctx.append(_close_hubs)

@@ -59,7 +59,7 @@ class Metrics:
             "# HELP swarm_gateway_relay_frames_total Event frames sent to WebSocket clients.",
             "# TYPE swarm_gateway_relay_frames_total counter",
             f"swarm_gateway_relay_frames_total {self.frames_sent}",
-            "# HELP swarm_gateway_relay_lag_seconds Log storage to frame sent.",
+            "# HELP swarm_gateway_relay_lag_seconds Log storage to an event frame first sent.",
             "# TYPE swarm_gateway_relay_lag_seconds histogram",
             *_histogram("swarm_gateway_relay_lag_seconds", (), self.relay_lag),
         ]

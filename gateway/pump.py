@@ -71,11 +71,12 @@ def event_type(data: bytes) -> str:
 class Encoded:
     """An event frame encoded once and sent as is to every socket that takes it."""
 
-    __slots__ = ("_wire", "data", "event_type", "seq")
+    __slots__ = ("_wire", "data", "event_type", "seq", "timed")
 
     def __init__(self, seq: int, event_type: str, data: bytes) -> None:
         self.seq, self.event_type, self.data = seq, event_type, data
         self._wire: bytes | None = None
+        self.timed = False  # its relay lag is observed, once, by the first socket it goes out on
 
     @property
     def wire(self) -> bytes:
@@ -129,6 +130,25 @@ class Frames:
         return self._bytes
 
 
+class Writes:
+    """The sockets that took frames in this turn of the event loop, written out together by one
+    callback at its end, instead of one scheduled callback per socket (a hub hands one record to every
+    socket following its run in the same turn)."""
+
+    def __init__(self) -> None:
+        self._due: list[Pump] = []
+
+    def due(self, pump: Pump) -> None:
+        if not self._due:
+            asyncio.get_running_loop().call_soon(self._write)
+        self._due.append(pump)
+
+    def _write(self) -> None:
+        due, self._due = self._due, []
+        for pump in due:
+            pump.flush()
+
+
 class Pump:
     """A socket's outgoing frames. An event frame offered while nothing is waiting to go out is written
     straight to the connection (the same bytes for every socket, no task switch); otherwise it queues
@@ -142,11 +162,14 @@ class Pump:
         queue: int,
         every: float,
         transport: asyncio.Transport | None = None,
+        writes: Writes | None = None,
     ) -> None:
         self._ws = ws
+        self._writes = writes if writes is not None else Writes()
         self._metrics = metrics
         # Direct writes need a connection without permessage-deflate, whose frames are the bytes as built.
         self._transport = transport if transport is not None and not ws.compress else None
+        self._high = transport.get_write_buffer_limits()[1] if transport is not None else 0
         self._writing = False  # the writer task holds a frame it has not finished sending
         self._pending: list[bytes] = []  # frames to write at the end of this turn of the event loop
         self._pending_size = 0
@@ -160,11 +183,12 @@ class Pump:
 
     def offer(self, frame: Frame | Encoded, stored_at: datetime | None = None) -> bool:
         """Send or queue a frame; False (and `overflowed` set) when the client is too far behind."""
-        if isinstance(frame, Encoded) and self._writable():
+        if type(frame) is Encoded and self._writable():
+            wire = frame.wire
             if not self._pending:
-                asyncio.get_running_loop().call_soon(self.flush)
-            self._pending.append(frame.wire)
-            self._pending_size += len(frame.wire)
+                self._writes.due(self)
+            self._pending.append(wire)
+            self._pending_size += len(wire)
             self._sent(frame, stored_at)
             return True
         self.flush()  # what went before is written before this one
@@ -197,16 +221,15 @@ class Pump:
         """Whether a frame may go straight out: nothing queued or being sent before it, the socket
         open, and the connection's buffer under its high-water mark (else the client is behind)."""
         transport = self._transport
-        if transport is None or self._writing or not self._queue.empty():
+        if transport is None or self._writing or self._queue.qsize() or transport.is_closing():
             return False
-        if transport.is_closing() or self._ws.closed:
-            return False
-        return transport.get_write_buffer_size() + self._pending_size < transport.get_write_buffer_limits()[1]
+        return not self._ws.closed and transport.get_write_buffer_size() + self._pending_size < self._high
 
     def _sent(self, frame: Encoded, stored_at: datetime | None) -> None:
         self.sent = frame.seq
         self._metrics.frames_sent += 1
-        if stored_at is not None:
+        if stored_at is not None and not frame.timed:  # once per event, not per socket: the same lag
+            frame.timed = True
             self._metrics.relay_lag.observe(max(0.0, time.time() - stored_at.timestamp()))
 
     async def write(self) -> None:

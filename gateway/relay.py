@@ -18,7 +18,7 @@ from aiohttp import web
 import bus
 from gateway import feed
 from gateway.auth import Principal
-from gateway.context import CONN, FRAMES, HUBS, METRICS, SETTINGS, STOPPING
+from gateway.context import CONN, FRAMES, HUBS, METRICS, SETTINGS, STOPPING, WRITES
 from gateway.http import run_exists
 from gateway.hub import Lagging, Sink
 from gateway.metrics import Metrics
@@ -118,7 +118,9 @@ async def _relay(
         raise Closed(RESYNC, f"after_seq {after_seq} is beyond the log (at {head})")
     recovered = after_seq == 0 or after_seq + 1 >= first
     every, transport = settings.ws_position_every, request.transport
-    pump = Pump(ws, app[METRICS], queue=settings.ws_queue, every=every, transport=transport)
+    pump = Pump(
+        ws, app[METRICS], queue=settings.ws_queue, every=every, transport=transport, writes=app[WRITES]
+    )
     pump.considered = after_seq
     pump.offer(Ready(after_seq=after_seq, head=head, recovered=recovered, run_id=run_id))
     if run_id is not None and (ended := await _ended_by(conn, subject, after_seq)) is not None:

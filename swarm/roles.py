@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import signal
 from pathlib import Path
@@ -25,11 +26,23 @@ def stop_on_signals() -> asyncio.Event:
     return stop
 
 
+def settle_heap() -> None:
+    """Move what start-up allocated (modules, settings, the app) out of the collector's view.
+
+    A full collection walks every tracked object; with everything imported, one took 50 to 70 ms in the
+    gateway, a stall every socket shares. After the freeze, collections walk only what was allocated
+    since, so they stay short however large the code base is.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 async def projector(settings: Settings) -> int:
     """Run a projector replica against `bus.url` until Ctrl-C or SIGTERM."""
     stop = stop_on_signals()
     async with bus.connect(settings.bus, name="swarm-projector") as conn:
         await conn.provision()
+        settle_heap()
         await projector_role.run(conn, settings.projector, stop)
     return 0
 
@@ -39,6 +52,7 @@ async def executor(settings: Settings) -> int:
     stop = stop_on_signals()
     async with bus.connect(settings.bus, name="swarm-executor") as conn:
         await conn.provision()
+        settle_heap()
         await executor_role.run(conn, settings.executor, stop)
     return 0
 

@@ -12,7 +12,7 @@ import bus
 import gateway
 from schemas.types import KeyId, TenantId
 from swarm import keys
-from swarm.roles import stop_on_signals
+from swarm.roles import settle_heap, stop_on_signals
 from swarm.settings import Settings
 
 
@@ -21,10 +21,13 @@ async def gateway_replica(settings: Settings) -> int:
     stop = stop_on_signals()
     async with bus.connect(settings.bus, name="swarm-gateway") as conn:
         await conn.provision()
-        await gateway.run(
-            conn, settings.gateway, stop, ready=lambda url: print(f"gateway on {url}", flush=True)
-        )
+        await gateway.run(conn, settings.gateway, stop, ready=_listening)
     return 0
+
+
+def _listening(url: str) -> None:
+    settle_heap()  # the app is built: what it allocated stays out of every later collection
+    print(f"gateway on {url}", flush=True)
 
 
 class KeysError(Exception):

@@ -30,7 +30,7 @@ from executors.settings import Settings as ExecutorSettings
 from projectors import role as projector_role
 from swarm import demo, keys
 from swarm.logs import configure
-from swarm.roles import stop_on_signals
+from swarm.roles import settle_heap, stop_on_signals
 from swarm.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -72,6 +72,7 @@ async def run(
             if "gateway" in roles:
                 facts |= await _gateway(tasks, conn, settings, stop)
             _announce(facts, as_json)
+            settle_heap()
             if with_demo:
                 console = facts.get("api_url")
                 show = demo.show(conn, offline=offline, as_json=as_json, console=console)

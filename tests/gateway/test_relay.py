@@ -14,6 +14,7 @@ from aiohttp import ClientWebSocketResponse, WSMsgType
 from aiohttp.test_utils import TestClient, TestServer
 
 import gateway
+from gateway.context import METRICS
 from schemas import subjects
 from tests.gateway._runs import FakeExecutor
 from tests.gateway.conftest import TENANT, System
@@ -87,6 +88,8 @@ async def test_live_frames_of_every_length_encoding_arrive_whole(system: System)
     sockets = [await open_run_socket(system, run["id"]) for _ in range(2)]
     for ws in sockets:
         await frames(ws, "ready")
+    metrics = system.client.app[METRICS]
+    timed, sent = metrics.relay_lag.counts[:], metrics.frames_sent
     executor = FakeExecutor(system.conn, TENANT, run["id"])
     await executor.start()
     texts = ["", "x" * 200, "y" * 60_000, "z" * 65_536]
@@ -97,6 +100,9 @@ async def test_live_frames_of_every_length_encoding_arrive_whole(system: System)
         got = [f for f in await frames(ws, "end") if f["type"] == "event"]
         assert [f["seq"] for f in got] == executor.seqs
         assert [f["event"]["text"].get("text", "") for f in got[1:-1]] == texts
+    events = len(executor.seqs)
+    assert metrics.frames_sent - sent == 2 * events  # every frame, on each socket
+    assert sum(metrics.relay_lag.counts) - sum(timed) == events  # the lag: once per event, not per socket
 
 
 async def test_tickets_are_single_use_and_scoped(system: System) -> None:
