@@ -14,7 +14,9 @@ processes; the watchers in a third child per phase; the publisher in this proces
 Each phase runs at a fixed rate (`--rate`, the issue's 1k events/s) and then as fast as each side goes.
 Latency is receipt minus the event's `at`, stamped just before its append or send. Deliveries/s is every
 watcher's events over the time from the first event to the last receipt. The watchers use a minimal
-WebSocket client (frame headers and the `at` field only), so the client process is not what saturates.
+WebSocket client on a plain epoll loop (frame headers and the `at` field only, timestamps parsed after
+the phase), so the client process is not what saturates. The gateway, the baseline, the publisher and
+the watchers each freeze their start-up heap, as the product's long-running roles do.
 **Idle memory**: `--idle` sockets are opened and authenticated on a quiet run; the server's RSS before and
 after, divided by the number of sockets.
 
