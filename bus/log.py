@@ -10,6 +10,7 @@ import structlog
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
+from bus._piped import Piped
 from bus._pipeline import Ack, Pipeline
 from bus._reader import Ordered, Reader
 from bus._replay import Replay
@@ -146,9 +147,18 @@ class Log:
                 yield record
 
     async def batches(
-        self, subject: str = ">", *, after_seq: int = 0, max_batch: int = 1_000, follow: bool = True
+        self,
+        subject: str = ">",
+        *,
+        after_seq: int = 0,
+        max_batch: int = 1_000,
+        follow: bool = True,
+        in_child: bool = False,
     ) -> AsyncGenerator[list[Record]]:
         """The messages after `after_seq` in order, in lists of at most `max_batch`.
+
+        With `in_child`, the whole log is read by a child process (`bus._piped`), so that reading it
+        leaves this process's interpreter to the caller (a projector folds while the child reads).
 
         A list holds whatever has arrived since the last one, so a consumer that keeps up gets small
         lists with little delay and one that falls behind gets full ones. Messages are taken from the
@@ -156,7 +166,7 @@ class Log:
         (a callback subscription would acknowledge flow control on arrival, and a slow reader would
         overflow the client's buffer and silently lose messages).
         """
-        reader = self._reader(_qualified(subject), after_seq)
+        reader = self._reader(_qualified(subject), after_seq, max_batch, follow=follow, in_child=in_child)
         try:
             await reader.open()
             if not follow and await reader.empty():
@@ -173,11 +183,14 @@ class Log:
         finally:
             await reader.close()
 
-    def _reader(self, subject: str, after_seq: int) -> Reader:
+    def _reader(self, subject: str, after_seq: int, most: int, *, follow: bool, in_child: bool) -> Reader:
         """The whole log goes through a connection of its own (`Replay`, several times faster) where
-        that connection can authenticate; everything else through nats-py's ordered consumer."""
+        that connection can authenticate, in a child process when asked; everything else through
+        nats-py's ordered consumer."""
         settings = self._settings
         if subject == WHOLE_LOG and settings.creds_file is None and "tls://" not in settings.url:
+            if in_child:
+                return Piped(settings, after_seq, most=most, stop_at_end=not follow)
             return Replay(settings, after_seq)
         # The server reads a filter of every subject several times slower than no filter (">").
         return Ordered(self._js, settings.stream, ">" if subject == WHOLE_LOG else subject, after_seq)

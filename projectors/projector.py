@@ -30,8 +30,9 @@ class Projector:
     async def run(self, *, until_end: bool = False) -> None:
         """Follow the log (or, with `until_end`, stop at its current end) until `shutdown()`."""
         log.info("projector_started", after_seq=self._applied)
+        # Read in a child process: the fold, the writes and the queries keep this interpreter.
         batches = self._conn.log.batches(
-            after_seq=self._applied, max_batch=self._max_batch, follow=not until_end
+            after_seq=self._applied, max_batch=self._max_batch, follow=not until_end, in_child=True
         )
         stop = asyncio.ensure_future(self._stopping.wait())
         step: asyncio.Future[list[bus.Record]] | None = None
