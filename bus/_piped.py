@@ -35,6 +35,7 @@ _log = structlog.get_logger(__name__)
 _LENGTH = struct.Struct(">I")
 _PIPE_BYTES = 1 << 20  # the pipe's capacity (Linux allows an unprivileged process up to 1 MiB)
 _STDERR_LINES = 20
+_AHEAD = 2  # chunks decoded ahead of the caller
 _GRACE = 5.0  # seconds a closed reader's child has to delete its consumer and exit
 
 
@@ -68,6 +69,10 @@ class Piped:
         self._drain: asyncio.Task[None] | None = None
         self._first: Chunk | None = None
         self._stdout = asyncio.StreamReader()
+        self._pipe: asyncio.ReadTransport | None = None
+        # Chunks decoded ahead while the caller works on the last one: bounded, so memory stays flat.
+        self._ahead: asyncio.Queue[Chunk | Exception] = asyncio.Queue(_AHEAD)
+        self._fetching: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
         loop = asyncio.get_running_loop()
@@ -89,7 +94,7 @@ class Piped:
         finally:
             os.close(write_end)  # the child has its copy: EOF here once it exits
         self._stdout = asyncio.StreamReader(limit=_PIPE_BYTES)
-        await loop.connect_read_pipe(
+        self._pipe, _ = await loop.connect_read_pipe(
             lambda: asyncio.StreamReaderProtocol(self._stdout), os.fdopen(read_end, "rb", buffering=0)
         )
         assert self._process.stdin is not None
@@ -99,6 +104,8 @@ class Piped:
         self._process.stdin.write(_frame(msgspec.msgpack.encode(self._job)))
         await self._process.stdin.drain()
         self._first = await self._next()
+        if not self._first.ended:
+            self._fetching = asyncio.ensure_future(self._fetch())
 
     async def empty(self) -> bool:
         return self._first is not None and self._first.empty
@@ -110,7 +117,9 @@ class Piped:
             if first.records or first.ended:
                 return first.records, first.ended
         while True:
-            chunk = await self._next()
+            chunk = await self._ahead.get()
+            if isinstance(chunk, Exception):
+                raise chunk
             if chunk.records or chunk.ended:
                 return chunk.records, chunk.ended
 
@@ -118,6 +127,9 @@ class Piped:
         process, self._process = self._process, None
         if process is None:
             return
+        if self._fetching is not None:
+            self._fetching.cancel()
+            await asyncio.wait({self._fetching})
         if process.stdin is not None:
             process.stdin.close()  # the child's signal to stop: it deletes its consumer and exits
         try:
@@ -127,10 +139,21 @@ class Piped:
                 process.kill()
             await process.wait()
         finally:
-            self._stdout.feed_eof()
+            if self._pipe is not None:
+                self._pipe.close()
             if self._drain is not None:
                 self._drain.cancel()
                 await asyncio.wait({self._drain})
+
+    async def _fetch(self) -> None:
+        try:
+            while True:
+                chunk = await self._next()
+                await self._ahead.put(chunk)
+                if chunk.ended:
+                    return
+        except Exception as exc:  # the caller gets it in order, after the chunks before it
+            await self._ahead.put(exc)
 
     async def _next(self) -> Chunk:
         process = self._process

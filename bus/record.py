@@ -11,8 +11,9 @@ from schemas.chain import Entry
 DIGEST = "Swarm-Sha256"  # the header carrying the SHA-256 of a message's body
 
 
-class Record(msgspec.Struct, frozen=True, kw_only=True):
-    """One stored message, as read back from the stream."""
+class Record(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """One stored message, as read back from the stream (plain values: never in a reference cycle, so
+    not tracked by the garbage collector)."""
 
     seq: int
     subject: str

@@ -14,8 +14,12 @@ import msgspec
 _SQL_TYPES = {str: "VARCHAR", int: "BIGINT", float: "DOUBLE", bool: "BOOLEAN", datetime: "TIMESTAMPTZ"}
 
 
-class Row(msgspec.Struct, kw_only=True):
-    """A table row; subclasses name their table and primary key."""
+class Row(msgspec.Struct, kw_only=True, gc=False):
+    """A table row; subclasses name their table and primary key.
+
+    Rows hold plain values and never take part in a reference cycle, so the garbage collector need not
+    track them (`gc=False`): a batch makes thousands, and tracking them made collections walk them all.
+    """
 
     TABLE: ClassVar[str]
     KEY: ClassVar[str]

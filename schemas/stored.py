@@ -65,6 +65,7 @@ def _subclass(struct: type[msgspec.Struct]) -> type[msgspec.Struct]:
         struct.__name__, fields, bases=(struct,), module=struct.__module__, kw_only=True,
         tag=config.tag, tag_field=config.tag_field, frozen=config.frozen,
         forbid_unknown_fields=config.forbid_unknown_fields, omit_defaults=config.omit_defaults,
+        gc=False,
     )  # fmt: skip
 
 
