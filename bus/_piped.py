@@ -87,6 +87,9 @@ class Piped:
                 stdin=asyncio.subprocess.PIPE,
                 stdout=write_end,
                 stderr=asyncio.subprocess.PIPE,
+                # Its own session: a Ctrl-C or a signal to the replica's process group is the replica's
+                # to handle; the child ends when the replica closes its stdin (or dies).
+                start_new_session=True,
             )
         except BaseException:
             os.close(read_end)

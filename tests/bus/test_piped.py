@@ -4,6 +4,7 @@ pipe, no consumer or process left behind, and a failing child reported with its 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 
 import pytest
@@ -71,6 +72,7 @@ async def test_a_child_follows_new_records_and_leaves_nothing_behind(conn: bus.C
                 seen += [r.seq for r in records]
         process = reader._process
         assert process is not None
+        assert os.getsid(process.pid) == process.pid != os.getsid(0)  # out of reach of our Ctrl-C
     finally:
         await reader.close()
 
