@@ -35,7 +35,7 @@ _log = structlog.get_logger(__name__)
 _LENGTH = struct.Struct(">I")
 _PIPE_BYTES = 1 << 20  # the pipe's capacity (Linux allows an unprivileged process up to 1 MiB)
 _STDERR_LINES = 20
-_AHEAD = 2  # chunks decoded ahead of the caller
+_AHEAD = 4  # chunks decoded ahead of the caller (each at most `most` records)
 _GRACE = 5.0  # seconds a closed reader's child has to delete its consumer and exit
 
 
@@ -68,6 +68,7 @@ class Piped:
         self._stderr: deque[str] = deque(maxlen=_STDERR_LINES)
         self._drain: asyncio.Task[None] | None = None
         self._first: Chunk | None = None
+        self._held: Chunk | Exception | None = None  # taken from the queue, not yet handed out
         self._stdout = asyncio.StreamReader()
         self._pipe: asyncio.ReadTransport | None = None
         # Chunks decoded ahead while the caller works on the last one: bounded, so memory stays flat.
@@ -114,17 +115,40 @@ class Piped:
         return self._first is not None and self._first.empty
 
     async def chunk(self, most: int, *, stop_at_end: bool) -> tuple[list[Record], bool]:
-        """The child's next chunk (it was told `most` and `stop_at_end` when it started)."""
+        """The next records, waiting for at least one. The chunks already decoded are joined, up to
+        `most`, so a caller that is behind gets full batches; the child was told `stop_at_end`."""
+        records: list[Record] = []
+        while len(records) < most:
+            item = await self._take(wait=not records)
+            if item is None:  # nothing more decoded yet
+                break
+            if isinstance(item, Exception):
+                if not records:
+                    raise item
+                self._held = item  # after the records before it
+                break
+            room = most - len(records)
+            if len(item.records) > room:
+                self._held = Chunk(records=item.records[room:], ended=item.ended)
+                records.extend(item.records[:room])
+                break
+            records = item.records if not records else records + item.records
+            if item.ended:
+                return records, True
+        return records, False
+
+    async def _take(self, *, wait: bool) -> Chunk | Exception | None:
+        """What comes next: a chunk, or the error that ended the reading; None if `wait` is False and
+        nothing is decoded yet."""
+        if self._held is not None:
+            item, self._held = self._held, None
+            return item
         if self._first is not None:
             first, self._first = self._first, None
-            if first.records or first.ended:
-                return first.records, first.ended
-        while True:
-            chunk = await self._ahead.get()
-            if isinstance(chunk, Exception):
-                raise chunk
-            if chunk.records or chunk.ended:
-                return chunk.records, chunk.ended
+            return first
+        if not wait and self._ahead.empty():
+            return None
+        return await self._ahead.get()
 
     async def close(self) -> None:
         process, self._process = self._process, None
@@ -200,10 +224,8 @@ async def _serve(job: Job, out: asyncio.StreamWriter) -> None:
     try:
         empty = await replay.empty()
         ended = job.stop_at_end and empty
-        records: list[Record] = []
-        if not ended:
-            records, ended = await replay.chunk(job.most, stop_at_end=job.stop_at_end)
-        out.write(_frame(msgspec.msgpack.encode(Chunk(records=records, ended=ended, empty=empty))))
+        # At once, whatever the log holds: the parent's `open()` returns, and knows whether it is empty.
+        out.write(_frame(msgspec.msgpack.encode(Chunk(records=[], ended=ended, empty=empty))))
         while not ended:
             await out.drain()  # a full pipe holds the next chunk back: the server's window does the rest
             records, ended = await replay.chunk(job.most, stop_at_end=job.stop_at_end)

@@ -86,6 +86,31 @@ async def test_a_child_follows_new_records_and_leaves_nothing_behind(conn: bus.C
     await eventually(no_consumers, within=3.0)
 
 
+async def test_a_caller_that_is_behind_gets_the_decoded_chunks_joined(conn: bus.Connection) -> None:
+    """Records that arrived one at a time, while the caller was busy, come back joined in order, up to
+    `most` at a time."""
+    reader = Piped(conn.settings, 0, most=10, stop_at_end=False)
+    await reader.open()
+    try:
+        for n in range(30):
+            await append_messages(conn.log, new_run_id(), 1)
+            if n == 0:
+                first, _ = await reader.chunk(10, stop_at_end=False)  # the follow is live
+        await asyncio.sleep(1.0)  # the child's single-record chunks queue up meanwhile
+        joined, _ = await reader.chunk(10, stop_at_end=False)
+        rest: list[bus.Record] = []
+        async with asyncio.timeout(10):
+            while len(first) + len(joined) + len(rest) < 30:
+                chunk, _ = await reader.chunk(10, stop_at_end=False)
+                assert len(chunk) <= 10
+                rest.extend(chunk)
+    finally:
+        await reader.close()
+
+    assert 2 <= len(joined) <= 10
+    assert [r.seq for r in first + joined + rest] == list(range(1, 31))
+
+
 async def test_a_slow_caller_of_a_child_reader_loses_nothing(conn: bus.Connection) -> None:
     """150 MB taken slowly: the full pipe holds the child back, flow control holds the server back, and
     every message arrives once, in order."""
