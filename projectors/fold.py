@@ -126,11 +126,16 @@ class Changes:
         self.skipped: Counter[str] = Counter()
         self.skipped_at: dict[str, int] = {}  # the last sequence of each skipped type
         self.applied = 0
+        self._priced: set[str] = set()  # runs whose usage or model changed: their cost is due
 
     def settle(self) -> None:
-        """Derive what depends only on a run's end state in the batch, once per run instead of per event."""
+        """Derive what depends only on a run's end state in the batch, once per run instead of per event:
+        its progress, and the cost of its usage (its model and token totals as the batch leaves them)."""
         for run in self.runs.values():
             run.progress_pct = _progress(run)
+        for run_id in self._priced:
+            run = self.runs[run_id]
+            run.cost_usd = self._prices.cost(run.model, _usage(run))
 
     def skip(self, seq: int, message_type: str) -> None:
         self.skipped[message_type] += 1
@@ -234,12 +239,12 @@ class Changes:
     # runs
 
     def _run(self, run_id: str, tenant: str) -> RunRow:
-        if run_id not in self.runs:
+        run = self.runs.get(run_id)
+        if run is None:
             known = self._known_runs.get(run_id)
-            self.runs[run_id] = (
-                msgspec.structs.replace(known) if known else RunRow(run_id=run_id, tenant=tenant)
-            )
-        return self.runs[run_id]
+            run = msgspec.structs.replace(known) if known else RunRow(run_id=run_id, tenant=tenant)
+            self.runs[run_id] = run
+        return run
 
     def _run_event(self, seq: int, event: RunEvents) -> None:
         run = self._run(event.run_id, event.tenant)
@@ -265,7 +270,7 @@ class Changes:
                 run.tokens_cached += event.usage.cached_input_tokens
                 run.tokens_out += event.usage.output_tokens
                 run.tokens_reasoning += event.usage.reasoning_output_tokens
-                run.cost_usd = self._prices.cost(run.model, _usage(run))
+                self._priced.add(run.run_id)
             case ModelCallRecorded():
                 self._model_call(seq, run, event)
             case ArtifactStored():
@@ -301,7 +306,7 @@ class Changes:
                 response_sha256=event.response.sha256 if event.response else None, occurred_at=event.at,
             )
         )  # fmt: skip
-        run.cost_usd = self._prices.cost(run.model, _usage(run))
+        self._priced.add(run.run_id)
 
     def _step(self, seq: int, run: RunRow, event: StepEvent) -> None:
         run.steps += 1

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Generic, TypeVar
 
 import duckdb
+import msgspec
 import pyarrow as pa
 import structlog
 
@@ -121,7 +122,9 @@ class Store:
     def apply(self, records: Sequence[Record]) -> int:
         """Fold `records` into the tables and move the checkpoint, all in one transaction."""
         start = self.last_seq
-        fresh = [record for record in records if record.seq > start]  # a redelivered tail is ignored
+        fresh = records
+        if records and records[0].seq <= start:  # a redelivered tail is ignored
+            fresh = [record for record in records if record.seq > start]
         if not fresh:
             return start
         require_contiguous(start, fresh)
@@ -136,10 +139,11 @@ class Store:
 
     def _fold(self, records: Sequence[Record], through: int) -> int:
         decoded, skipped = _decode(records)
-        run_ids, project_ids = touched(message for _, message in decoded)
+        messages = [message for _, message in decoded]
+        run_ids, project_ids = touched(messages)
         runs = self._current(RunRow, run_ids, self._runs)
         projects = self._current(ProjectRow, project_ids, self._projects)
-        known_patterns = self._current(PatternRow, touched_patterns(m for _, m in decoded), self._patterns)
+        known_patterns = self._current(PatternRow, touched_patterns(messages), self._patterns)
         changes = Changes(runs, projects, self._prices, known_patterns)
         for seq, message_type in skipped:
             changes.skip(seq, message_type)
@@ -225,7 +229,7 @@ def _insert(con: duckdb.DuckDBPyConnection, table: type[Row], rows: Sequence[Row
     """Append `rows` as one Arrow batch: converted column by column in C, and scanned by DuckDB
     without holding the GIL (an appender converts value by value: ~10 µs per step row)."""
     schema = _schema(table)
-    columns = zip(*[row.astuple() for row in rows], strict=True)
+    columns = zip(*map(msgspec.structs.astuple, rows), strict=True)
     arrays = [pa.array(values, type=field.type) for values, field in zip(columns, schema, strict=True)]
     batch = pa.Table.from_arrays(arrays, schema=schema)
     con.from_arrow(batch).insert_into(table.TABLE)
@@ -262,10 +266,15 @@ def require_contiguous(start: int, records: Sequence[Record]) -> None:
     The projector reads the whole log, where sequences have no holes; only an empty file may start
     past 1 (the log's head can age out).
     """
+    if not records:
+        return
     expected = start + 1 if start else records[0].seq
-    for record in records:
-        if record.seq != expected:
-            raise LogGap(expected, record.seq)
+    seqs = [record.seq for record in records]
+    if seqs == list(range(expected, expected + len(seqs))):
+        return
+    for seq in seqs:  # where the gap is
+        if seq != expected:
+            raise LogGap(expected, seq)
         expected += 1
 
 
