@@ -135,7 +135,8 @@ async def replay(conn: bus.Connection, store: Store, until_seq: int | None, max_
     last = until_seq if until_seq is not None else float("inf")
     if last <= 0:
         return 0
-    batches = conn.log.batches(max_batch=max_batch, follow=False)
+    # Read in a child process, as the live projector does: this one folds and writes meanwhile.
+    batches = conn.log.batches(max_batch=max_batch, follow=False, in_child=True)
     try:
         async for batch in batches:
             done = batch[-1].seq >= last
