@@ -251,8 +251,16 @@ async def _child() -> int:
         for task in (serving, orphaned):
             task.cancel()
         await asyncio.wait({serving, orphaned})
-    if serving.done() and not serving.cancelled() and (error := serving.exception()) is not None:
+    if serving.cancelled():  # the parent is done with us: what is still buffered is not wanted
+        transport.abort()
+        return 0
+    if (error := serving.exception()) is not None:
         raise error
+    # Everything written reaches the parent before the exit: `drain()` only waits above the high-water
+    # mark, and a closing loop would drop what is still buffered (the last chunk, or the failure).
+    out.close()
+    with contextlib.suppress(TimeoutError, OSError):
+        await asyncio.wait_for(out.wait_closed(), _GRACE)
     return 0
 
 

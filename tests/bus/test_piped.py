@@ -128,6 +128,28 @@ async def test_a_slow_caller_of_a_child_reader_loses_nothing(conn: bus.Connectio
     assert seqs == list(range(1, total + 1))
 
 
+async def test_the_last_chunk_reaches_a_caller_that_was_not_reading(conn: bus.Connection) -> None:
+    """A child that reaches the end while its pipe is full still delivers everything before it exits:
+    the last, small chunk is not dropped with the child's buffers."""
+    body = b"z" * 2_000
+    total = 3_020  # chunks of 100, the last of 20 (well under the writer's high-water mark)
+    await asyncio.gather(*(conn.js.publish(f"swarm.bulk.cmd.blob.b{i}.put", body) for i in range(total)))
+    reader = Piped(conn.settings, 0, most=100, stop_at_end=True)
+    await reader.open()
+    seqs: list[int] = []
+    try:
+        await asyncio.sleep(2.0)  # the child fills the pipe and buffers the rest, then reaches the end
+        async with asyncio.timeout(60):
+            ended = False
+            while not ended:
+                records, ended = await reader.chunk(100, stop_at_end=True)
+                seqs.extend(record.seq for record in records)
+    finally:
+        await reader.close()
+
+    assert seqs == list(range(1, total + 1))
+
+
 async def test_a_cancelled_follow_ends_its_child(conn: bus.Connection) -> None:
     """Cancelling the task that follows the log in a child stops the child."""
     await append_messages(conn.log, new_run_id(), 3)
