@@ -1,15 +1,17 @@
 """The whole log read by a child process, so that reading it costs the caller's interpreter almost nothing.
 
 `Replay` parses every frame in Python: about 7 µs a message, under the same GIL as whatever the caller
-does with the records (a projector's decode, fold and writes take about 20). `Piped` runs the `Replay` in
-`python -m bus._piped` instead. The child writes its chunks to its stdout as length-prefixed msgpack
-frames, which the parent decodes straight into `Record`s in C.
+does with the records (a projector's decode, fold and writes take about 20). `Piped` runs the `Replay`
+in a child process (`bus._piped.main`) instead. The child writes its chunks to its stdout as
+length-prefixed msgpack frames, which the parent decodes straight into `Record`s in C.
 
 Back-pressure is the pipe's. A child whose pipe is full stops taking messages, so it stops answering
 flow control and the server stops sending. What is in flight is bounded by the pipe and the server's
 window. The child ends when its stdin closes (the parent is gone) or when it reaches the end it was asked
-to stop at. A failure to connect comes back as `WireError` with the child's reason; any other exit of the
-child is a `WireError` naming its exit status and its last words on stderr.
+to stop at. A child that dies (killed, crashed) is replaced by one that reads on after the last record
+decoded, up to `restarts` times in a row without a record in between; then the reading fails with its
+exit status and its last words on stderr. A failure to connect comes back as `WireError` with the
+child's reason.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ _LENGTH = struct.Struct(">I")
 _PIPE_BYTES = 1 << 20  # the pipe's capacity (Linux allows an unprivileged process up to 1 MiB)
 _STDERR_LINES = 20
 _AHEAD = 4  # chunks decoded ahead of the caller (each at most `most` records)
+_RESTARTS = 3  # child deaths in a row, with no record in between, before the reader fails
 _GRACE = 5.0  # seconds a closed reader's child has to delete its consumer and exit
 
 
@@ -56,14 +59,21 @@ class Failed(msgspec.Struct, frozen=True, kw_only=True, tag=True):
     error: str
 
 
+class _Died(WireError):
+    """The child ended without a word: killed, or crashed."""
+
+
 _reply: msgspec.msgpack.Decoder[Chunk | Failed] = msgspec.msgpack.Decoder(Chunk | Failed)
 
 
 class Piped:
     """A `Reader` of the whole log whose reading runs in a child process."""
 
-    def __init__(self, settings: Settings, after_seq: int, *, most: int, stop_at_end: bool) -> None:
+    def __init__(
+        self, settings: Settings, after_seq: int, *, most: int, stop_at_end: bool, restarts: int = _RESTARTS
+    ) -> None:
         self._job = Job(settings=settings, after_seq=after_seq, most=most, stop_at_end=stop_at_end)
+        self._restarts = restarts  # child deaths in a row (no record between them) before giving up
         self._process: asyncio.subprocess.Process | None = None
         self._stderr: deque[str] = deque(maxlen=_STDERR_LINES)
         self._drain: asyncio.Task[None] | None = None
@@ -76,6 +86,12 @@ class Piped:
         self._fetching: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
+        self._first = await self._spawn(self._job.after_seq)
+        if not self._first.ended:
+            self._fetching = asyncio.ensure_future(self._fetch())
+
+    async def _spawn(self, after_seq: int) -> Chunk:
+        """Start a child reading after `after_seq`; its first chunk (no records: whether the log is empty)."""
         loop = asyncio.get_running_loop()
         read_end, write_end = os.pipe()
         with contextlib.suppress(OSError):  # a larger pipe lets the child write whole chunks ahead
@@ -83,8 +99,8 @@ class Piped:
         try:
             self._process = await asyncio.create_subprocess_exec(
                 sys.executable,
-                "-m",
-                "bus._piped",
+                "-c",
+                "from bus._piped import main; main()",  # not -m: the package imports this module first
                 stdin=asyncio.subprocess.PIPE,
                 stdout=write_end,
                 stderr=asyncio.subprocess.PIPE,
@@ -105,11 +121,10 @@ class Piped:
         assert self._process.stderr is not None
         self._drain = asyncio.ensure_future(self._keep_stderr(self._process.stderr))
         # The job goes over stdin, not the command line: it holds the connection's credentials.
-        self._process.stdin.write(_frame(msgspec.msgpack.encode(self._job)))
+        job = msgspec.structs.replace(self._job, after_seq=after_seq)
+        self._process.stdin.write(_frame(msgspec.msgpack.encode(job)))
         await self._process.stdin.drain()
-        self._first = await self._next()
-        if not self._first.ended:
-            self._fetching = asyncio.ensure_future(self._fetch())
+        return await self._next()
 
     async def empty(self) -> bool:
         return self._first is not None and self._first.empty
@@ -151,12 +166,15 @@ class Piped:
         return await self._ahead.get()
 
     async def close(self) -> None:
-        process, self._process = self._process, None
-        if process is None:
-            return
         if self._fetching is not None:
             self._fetching.cancel()
             await asyncio.wait({self._fetching})
+        await self._stop_child()
+
+    async def _stop_child(self) -> None:
+        process, self._process = self._process, None
+        if process is None:
+            return
         if process.stdin is not None:
             process.stdin.close()  # the child's signal to stop: it deletes its consumer and exits
         try:
@@ -173,9 +191,20 @@ class Piped:
                 await asyncio.wait({self._drain})
 
     async def _fetch(self) -> None:
+        last, deaths = self._job.after_seq, 0
         try:
             while True:
-                chunk = await self._next()
+                try:
+                    chunk = await self._next()
+                except _Died as exc:
+                    if deaths >= self._restarts:
+                        raise
+                    deaths += 1  # a child killed or crashed: another one carries on after `last`
+                    _log.warning("log_reader_restarted", after_seq=last, reason=str(exc))
+                    await self._stop_child()
+                    chunk = await self._spawn(last)
+                if chunk.records:
+                    last, deaths = chunk.records[-1].seq, 0
                 await self._ahead.put(chunk)
                 if chunk.ended:
                     return
@@ -194,12 +223,12 @@ class Piped:
             raise WireError(reply.error)
         return reply
 
-    async def _died(self, process: asyncio.subprocess.Process) -> WireError:
+    async def _died(self, process: asyncio.subprocess.Process) -> _Died:
         code = await process.wait()
         if self._drain is not None:
             await asyncio.wait({self._drain}, timeout=1.0)
         said = " | ".join(self._stderr) or "nothing on stderr"
-        return WireError(f"the log reader process exited with status {code}: {said}")
+        return _Died(f"the log reader process exited with status {code}: {said}")
 
     async def _keep_stderr(self, stderr: asyncio.StreamReader) -> None:
         async for line in stderr:
@@ -210,7 +239,7 @@ def _frame(body: bytes) -> bytes:
     return _LENGTH.pack(len(body)) + body
 
 
-# The child: `python -m bus._piped`, its `Job` on stdin, `Chunk`s (or one `Failed`) on stdout.
+# The child: `main()`, its `Job` on stdin, `Chunk`s (or one `Failed`) on stdout.
 
 
 async def _serve(job: Job, out: asyncio.StreamWriter) -> None:
@@ -264,7 +293,8 @@ async def _child() -> int:
     return 0
 
 
-if __name__ == "__main__":
+def main() -> None:
+    """The child's entry point."""
     try:
         sys.exit(asyncio.run(_child()))
     except (BrokenPipeError, ConnectionResetError):

@@ -174,9 +174,39 @@ async def test_a_cancelled_follow_ends_its_child(conn: bus.Connection) -> None:
     assert process.returncode is not None
 
 
+async def test_a_killed_child_is_replaced_without_a_gap_or_a_duplicate(conn: bus.Connection) -> None:
+    """A child killed mid-follow is replaced by one reading after the last record decoded: the caller
+    sees every record once, in order, each time from a new process."""
+    await append_messages(conn.log, new_run_id(), 10)
+    reader = Piped(conn.settings, 0, most=4, stop_at_end=False)
+    await reader.open()
+    seen: list[int] = []
+    pids: list[int] = []
+    try:
+        async with asyncio.timeout(30):
+            for kill in range(1, 4):
+                process = reader._process
+                assert process is not None
+                pids.append(process.pid)
+                process.send_signal(signal.SIGKILL)
+                await append_messages(conn.log, new_run_id(), 5)  # only a new child can read these
+                while len(seen) < 10 + 5 * kill:
+                    records, _ = await reader.chunk(4, stop_at_end=False)
+                    assert len(records) <= 4
+                    seen += [r.seq for r in records]
+            last = reader._process
+            assert last is not None
+    finally:
+        await reader.close()
+
+    assert seen == list(range(1, 26))
+    assert len({*pids, last.pid}) == 4
+
+
 async def test_a_child_that_dies_is_reported_with_its_exit_status(conn: bus.Connection) -> None:
+    """With no restarts left (here: none allowed), a dead child ends the reading with its exit status."""
     await append_messages(conn.log, new_run_id(), 3)
-    reader = Piped(conn.settings, 0, most=100, stop_at_end=False)
+    reader = Piped(conn.settings, 0, most=100, stop_at_end=False, restarts=0)
     await reader.open()
     try:
         await reader.chunk(100, stop_at_end=False)
