@@ -161,11 +161,11 @@ class Pump:
         *,
         queue: int,
         every: float,
-        transport: asyncio.Transport | None = None,
-        writes: Writes | None = None,
+        transport: asyncio.Transport | None,
+        writes: Writes,
     ) -> None:
         self._ws = ws
-        self._writes = writes if writes is not None else Writes()
+        self._writes = writes
         self._metrics = metrics
         # Direct writes need a connection without permessage-deflate, whose frames are the bytes as built.
         self._transport = transport if transport is not None and not ws.compress else None
