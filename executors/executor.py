@@ -52,6 +52,8 @@ from schemas.run_state import fold as fold_run
 
 log = structlog.get_logger(__name__)
 
+CREATING = 30.0  # seconds a run waits for its project's create command to take effect
+
 QUEUE = "executors"
 STARTS = "swarm.*.cmd.run.*.start"
 CANCELS = "swarm.*.cmd.run.*.cancel"
@@ -222,10 +224,22 @@ class Executor:
         events = [decode_event(r.data) async for r in self._conn.log.read(project_subject)]
         project = fold_project(command.project_id, events)  # type: ignore[arg-type]  # a project subject
         if project.status is not ProjectStatus.ACTIVE or project.source is None:
+            if not events and await self._being_created(command):
+                # Project and run commands are taken by different workers: the run's may come first.
+                raise bus.Retry(f"project {command.project_id} is still being created", delay=0.2)
             return f"project {command.project_id} does not exist or is archived"
         if command.from_run_id is None:
             return Origin(source=project.source)
         return await self._archive_origin(command)
+
+    async def _being_created(self, command: StartRun) -> bool:
+        """Whether the run's project has a create command in the log, sent in the last `CREATING`
+        seconds, whose event has yet to follow (an older one was refused, and stays so)."""
+        subject = subjects.commands(command.tenant, "project", command.project_id, "create")
+        create = await self._conn.log.last(subject)
+        if create is None:
+            return False
+        return (datetime.now(UTC) - decode_command(create.data).at).total_seconds() < CREATING
 
     async def _archive_origin(self, command: StartRun) -> Origin | str:
         source_run = command.from_run_id

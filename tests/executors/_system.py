@@ -82,8 +82,8 @@ async def running(conn: bus.Connection, settings: Settings, backend: Backend) ->
             await replica.shutdown(settings.shutdown_grace)
 
 
-async def create_project(conn: bus.Connection, path: Path) -> str:
-    project_id = ids.new(Kind.PROJECT)
+async def create_project(conn: bus.Connection, path: Path, project_id: str | None = None) -> str:
+    project_id = project_id or ids.new(Kind.PROJECT)
     command = CreateProject(
         id=ids.new(Kind.COMMAND),
         at=datetime.now(UTC),

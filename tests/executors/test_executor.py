@@ -18,6 +18,7 @@ from schemas import (
     CommandStarted,
     FailureReason,
     FilesChanged,
+    Kind,
     ModelCallRecorded,
     RunCancelled,
     RunFailed,
@@ -32,6 +33,7 @@ from tests.executors._system import (
     cancel_run,
     create_project,
     follow_run,
+    ids,
     running,
     sample_project,
     settings_for,
@@ -241,6 +243,20 @@ async def test_an_unknown_project_is_an_invalid_request(
     terminal = arrived.terminal
     assert isinstance(terminal, RunFailed)
     assert terminal.reason is FailureReason.INVALID_REQUEST
+
+
+async def test_a_run_sent_before_its_project_is_created_waits_for_it(
+    conn: bus.Connection, container_backend: Backend, model: ScriptedModel, tmp_path: Path
+) -> None:
+    """Project and run commands go to different workers: a run whose project's create command is in the
+    log, but not yet applied, is retried until it is, not failed as an unknown project."""
+    project_id = ids.new(Kind.PROJECT)
+    command = await start_run(conn, project_id, "[script:hello] hi")
+    await create_project(conn, sample_project(tmp_path / "project"), project_id)
+    async with running(conn, settings_for(tmp_path, model.base_url), container_backend):
+        arrived = await follow_run(conn, command.run_id, Arrived())
+    assert isinstance(arrived.terminal, RunSucceeded)
+    assert not arrived.of(RunFailed)
 
 
 async def test_from_run_starts_from_an_earlier_runs_workspace(
