@@ -6,8 +6,8 @@ One embedded nats-server; the gateway (`python -m swarm.cli gateway`) and the ba
 processes; the watchers in a third child per phase; the publisher in this process.
 
 - **gateway**: each phase starts a run (a `StartRun` on the log, no executor); N watchers open
-  `/v1/runs/{id}/events` with first-frame auth; the publisher appends `run.agent_message` events with
-  `Log.append` (one in flight per run, as an executor does).
+  `/v1/runs/{id}/events` with first-frame auth; the publisher appends `run.agent_message` events one in
+  flight, as an executor does (`WirePublisher`: `Log.append`'s bytes and headers from a blocking socket).
 - **raw**: N watchers open the baseline's socket; the baseline encodes the same `AgentMessage` event per
   frame, in the gateway's frame shape, and sends it to every socket.
 
@@ -17,11 +17,15 @@ watcher's events over the time from the first event to the last receipt. The wat
 WebSocket client on a plain epoll loop (frame headers and the `at` field only, timestamps parsed after
 the phase), so the client process is not what saturates. The gateway, the baseline, the publisher and
 the watchers each freeze their start-up heap, as the product's long-running roles do.
+**Clients as on other machines**: the watchers and the fixed-rate publisher are scheduled `SCHED_BATCH`,
+so their wake-ups (one per frame received, one per acknowledgement) do not preempt the servers on the two
+cores they all share; they still run on any idle core. `--clients-share-cpu` measures without that, with
+`Log.append` publishing in this process's event loop.
 **Idle memory**: `--idle` sockets are opened and authenticated on a quiet run; the server's RSS before and
 after, divided by the number of sockets.
 
     .venv/bin/python bench/relay.py [--watchers 10,100] [--rate 1000] [--seconds 3] [--burst 3000]
-                                    [--idle 1000] [--rounds 1]
+                                    [--idle 1000] [--rounds 1] [--clients-share-cpu]
 """
 
 from __future__ import annotations
@@ -39,11 +43,13 @@ import socket
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import urlsplit
 
 import msgspec
@@ -51,7 +57,10 @@ import structlog
 from aiohttp import WSMsgType, web
 
 import bus
+from bus.log import EXPECTED_LAST_SUBJECT_SEQ, MSG_ID
+from bus.record import DIGEST
 from schemas import AgentMessage, Body, IdSource, Kind, StartRun, encode, subjects
+from schemas.chain import digest
 from swarm import keys
 
 TENANT = "bench"
@@ -79,6 +88,7 @@ class Spec(msgspec.Struct, frozen=True, kw_only=True):
     watchers: int
     events: int  # measured events, after one warm-up event; 0: idle sockets, held until stdin closes
     timeout: float
+    isolated: bool  # scheduled as a client (`as_client`)
 
 
 class Seen(msgspec.Struct, frozen=True, kw_only=True):
@@ -187,6 +197,8 @@ class Watcher:
 
 def watch(spec: Spec) -> Seen:
     more_files()
+    if spec.isolated:
+        as_client()
     closes: list[int] = []
     watchers = [Watcher(spec.url, spec.auth, spec.events, closes) for _ in range(spec.watchers)]
     poll = select.epoll()
@@ -390,14 +402,18 @@ class System:
     raw_url: str
     raw_pid: int
     key: str
+    isolated: bool  # the watchers and the fixed-rate publisher run as clients (`as_client`)
 
 
 class Publisher:
-    """Starts runs and appends their events the way an executor does: one append in flight per run."""
+    """Starts runs and appends their events as an executor does: one append in flight per run, each
+    carrying the expected subject sequence and the hash chain."""
 
-    def __init__(self, conn: bus.Connection) -> None:
+    def __init__(self, conn: bus.Connection, *, lean: bool) -> None:
         self._log = conn.log
         self._js = conn.js
+        self._url = conn.settings.url
+        self._lean = lean
         self._ids = IdSource()
         self._project = self._ids.new(Kind.PROJECT)
 
@@ -417,11 +433,14 @@ class Publisher:
         return run_id
 
     async def append(self, messages: Messages, n: int, rate: float | None, at: bus.Position) -> bus.Position:
-        """At `rate`, as an executor appends (`Log.append`, one in flight); without one, as fast as
-        JetStream takes them (`_IN_FLIGHT` plain publishes at once), so the relay is what saturates."""
+        """At `rate`, one append in flight: through `WirePublisher` in a thread of its own (`lean`), or
+        `Log.append`; without a rate, as fast as JetStream takes them (`_IN_FLIGHT` plain publishes at
+        once), so the relay is what saturates."""
         if rate is None:
             await self._flood(messages, n)
             return at
+        if self._lean:
+            return await asyncio.to_thread(WirePublisher(self._url).append, messages, n, rate, at)
         start = time.perf_counter()
         for i in range(n):
             if (ahead := start + i / rate - time.perf_counter()) > 0:
@@ -446,6 +465,69 @@ class Publisher:
                 group.create_task(one(messages.next(i)))
 
 
+class WirePublisher:
+    """The fixed-rate publisher with little CPU of its own: a blocking socket speaking the NATS protocol,
+    so that on a 2-core machine the load generator takes less of the cores the relay needs. Each event
+    goes out as `Log.append` sends it (the same bytes, hash chain and headers: message id, expected
+    subject sequence, digest) and its acknowledgement is awaited before the next."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        self._address = (parts.hostname or "127.0.0.1", parts.port or 4222)
+
+    def append(self, messages: Messages, n: int, rate: float, at: bus.Position) -> bus.Position:
+        as_client()
+        with socket.create_connection(self._address) as sock:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            replies = sock.makefile("rb")
+            if b'"auth_required":true' in replies.readline():
+                raise SystemExit("the benchmark's nats-server must not require credentials")
+            sock.sendall(
+                b'CONNECT {"verbose":false,"pedantic":false,"headers":true,"no_responders":true}\r\n'
+                b"SUB _BENCH.acks.* 1\r\n"
+            )
+            start = time.perf_counter()
+            for i in range(n):
+                if (ahead := start + i / rate - time.perf_counter()) > 0:
+                    time.sleep(ahead)
+                event = msgspec.structs.replace(messages.next(i), prev_hash=at.digest)
+                data = encode(event)
+                sha = digest(data)
+                head = (
+                    f"NATS/1.0\r\n{MSG_ID}: {event.id}\r\n{EXPECTED_LAST_SUBJECT_SEQ}: {at.seq}\r\n"
+                    f"{DIGEST}: {sha}\r\n\r\n"
+                ).encode()
+                subject = subjects.of_event(event).encode()
+                sock.sendall(
+                    b"HPUB %s _BENCH.acks.%d %d %d\r\n%s%s\r\n"
+                    % (subject, i, len(head), len(head) + len(data), head, data)
+                )
+                at = bus.Position(seq=self._ack(sock, replies), digest=sha)
+        return at
+
+    @staticmethod
+    def _ack(sock: socket.socket, replies: BinaryIO) -> int:
+        """The stream sequence of the next acknowledgement (answering the server's pings meanwhile)."""
+        while True:
+            line = replies.readline()
+            if line.startswith(b"PING"):
+                sock.sendall(b"PONG\r\n")
+            elif line.startswith(b"MSG"):
+                body = replies.read(int(line.split()[-1]) + 2)
+                ack = msgspec.json.decode(body)
+                if "seq" not in ack:
+                    raise SystemExit(f"append refused: {body!r}")
+                return int(ack["seq"])
+            elif not line or line.startswith(b"-ERR"):
+                raise SystemExit(f"nats-server closed the publisher: {line!r}")
+
+
+def as_client() -> None:
+    """Run the calling thread as a benchmark client (`SCHED_BATCH`): its wake-ups do not preempt the
+    servers, as they would not if it ran on another machine; it still takes any idle core."""
+    os.sched_setscheduler(threading.get_native_id(), os.SCHED_BATCH, os.sched_param(0))
+
+
 def ws_url(base: str, path: str) -> str:
     return base.replace("http://", "ws://", 1) + path
 
@@ -460,19 +542,12 @@ async def spawn_watchers(spec: Spec) -> asyncio.subprocess.Process:
 async def phase(system: System, side: str, watchers: int, rate: float | None, events: int) -> Phase:
     auth = msgspec.json.encode({"type": "auth", "key": system.key}).decode()
     if side == "gateway":
-        publisher = Publisher(system.conn)
+        publisher = Publisher(system.conn, lean=system.isolated)
         run_id = await publisher.new_run()
-        spec = Spec(
-            url=ws_url(system.gateway_url, f"/v1/runs/{run_id}/events"),
-            auth=auth,
-            watchers=watchers,
-            events=events,
-            timeout=60.0,
-        )
+        url, first = ws_url(system.gateway_url, f"/v1/runs/{run_id}/events"), auth
     else:
-        spec = Spec(
-            url=ws_url(system.raw_url, "/ws"), auth="", watchers=watchers, events=events, timeout=60.0
-        )
+        url, first = ws_url(system.raw_url, "/ws"), ""
+    spec = Spec(url=url, auth=first, watchers=watchers, events=events, timeout=60.0, isolated=system.isolated)
     pid = system.gateway_pid if side == "gateway" else system.raw_pid
     watcher = await spawn_watchers(spec)
     assert watcher.stdout is not None
@@ -526,13 +601,15 @@ async def idle(system: System, side: str, sockets: int) -> float:
     """Bytes of server RSS per idle, authenticated socket."""
     auth = msgspec.json.encode({"type": "auth", "key": system.key}).decode()
     if side == "gateway":
-        run_id = await Publisher(system.conn).new_run()
+        run_id = await Publisher(system.conn, lean=system.isolated).new_run()
         url, pid = ws_url(system.gateway_url, f"/v1/runs/{run_id}/events"), system.gateway_pid
     else:
         url, pid, auth = ws_url(system.raw_url, "/ws"), system.raw_pid, ""
     await asyncio.sleep(0.5)
     before = rss_of(pid)
-    watcher = await spawn_watchers(Spec(url=url, auth=auth, watchers=sockets, events=0, timeout=120.0))
+    watcher = await spawn_watchers(
+        Spec(url=url, auth=auth, watchers=sockets, events=0, timeout=120.0, isolated=system.isolated)
+    )
     assert watcher.stdout is not None
     assert watcher.stdin is not None
     try:
@@ -615,7 +692,9 @@ async def main(args: argparse.Namespace) -> None:
                 ),
                 child(raw_argv, env, "raw on ", Path(tmp) / "raw.log") as (raw_url, raw_pid),
             ):
-                system = System(conn, gateway_url, gateway_pid, raw_url, raw_pid, issued.token)
+                system = System(
+                    conn, gateway_url, gateway_pid, raw_url, raw_pid, issued.token, not args.clients_share_cpu
+                )
                 gc.collect()  # the publisher stands in for an executor, which settles its heap too
                 gc.freeze()
                 memory = {}
@@ -639,6 +718,11 @@ def parse_args() -> argparse.Namespace:
         "--idle", type=int, default=1_000, help="idle sockets for the memory figure (0: skip)"
     )
     parser.add_argument("--rounds", type=int, default=1, help="rounds over every watcher count")
+    parser.add_argument(
+        "--clients-share-cpu",
+        action="store_true",
+        help="run the watchers at normal priority and publish with Log.append in this process's loop",
+    )
     parser.add_argument("--watch", metavar="SPEC", help=argparse.SUPPRESS)
     parser.add_argument("--raw-server", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args()

@@ -24,14 +24,13 @@ from gateway.context import (
     SETTINGS,
     STOPPING,
     TICKETS,
-    WRITES,
 )
 from gateway.hub import Hubs
 from gateway.keys_cache import KeyCache
 from gateway.limits import RateLimiter, cors, preflight, secure
 from gateway.metrics import Metrics
 from gateway.problems import Problem, from_http
-from gateway.pump import Frames, Writes
+from gateway.pump import Frames
 from gateway.settings import Settings
 from gateway.tickets import Tickets
 
@@ -50,8 +49,7 @@ def create_app(conn: bus.Connection, settings: Settings) -> web.Application:
     app[METRICS] = Metrics()
     app[TICKETS] = Tickets(settings.ticket_secret, settings.ticket_ttl, conn.claims)
     app[STOPPING] = asyncio.Event()
-    app[FRAMES] = Frames()
-    app[WRITES] = Writes()
+    app[FRAMES] = Frames(app[METRICS].relay_lag)
     app[HUBS] = Hubs(conn.log, queue_size=max(1_000, settings.ws_queue * 4))
     app.cleanup_ctx.append(_follow_keys)
     app.cleanup_ctx.append(_close_hubs)

@@ -11,7 +11,7 @@ from gateway.hub import Hubs
 from gateway.keys_cache import KeyCache
 from gateway.limits import RateLimiter
 from gateway.metrics import Metrics
-from gateway.pump import Frames, Writes
+from gateway.pump import Frames
 from gateway.settings import Settings
 from gateway.tickets import Tickets
 
@@ -23,5 +23,4 @@ METRICS = web.AppKey("metrics", Metrics)
 TICKETS = web.AppKey("tickets", Tickets)
 HUBS = web.AppKey("hubs", Hubs)  # one log subscription per followed subject, shared by its sockets
 FRAMES = web.AppKey("frames", Frames)  # recent event frames, encoded once for all their sockets
-WRITES = web.AppKey("writes", Writes)  # the sockets whose frames go out at the end of this loop turn
 STOPPING = web.AppKey("stopping", asyncio.Event)  # set when the replica shuts down: sockets say goodbye

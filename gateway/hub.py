@@ -7,14 +7,15 @@ record after its `after_seq` once, in order, while NATS carries each record to t
 however many sockets watch it (shared/notes/perf-ceilings.md: per-socket consumers do not scale).
 
 `follow` hands records to the socket's own task through its queue; `feed` goes further: once caught up,
-the hub calls the socket's synchronous sink itself, which saves a task wake-up per record and socket.
+the hub calls the socket's synchronous sink itself with each batch it reads, which saves a task wake-up
+per record and socket, and lets the socket write a batch in one go.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Sequence
 
 import structlog
 
@@ -29,8 +30,9 @@ class Lagging(Exception):
 
 _STOPPED = None  # the sentinel a hub sends when its subscription ends
 
-Sink = Callable[[bus.Record], bool]
-"""Takes one live record synchronously; False when it wants no more (it fell behind, or it is done)."""
+Sink = Callable[[Sequence[bus.Record]], bool]
+"""Takes records (in order, never empty) synchronously; False when it wants no more (it fell behind, or
+it is done)."""
 
 
 class _Hub:
@@ -59,14 +61,17 @@ class _Hub:
         `Lagging` when the hub stops first."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queues.discard(queue)
+        queued: list[bus.Record] = []
         while not queue.empty():
             record = queue.get_nowait()
             if record is _STOPPED:
                 done.set_exception(Lagging(f"{self.subject}: resume after {after}"))
                 return done
-            if record.seq > after and not sink(record):
-                done.set_result(None)
-                return done
+            if record.seq > after:
+                queued.append(record)
+        if queued and not sink(queued):
+            done.set_result(None)
+            return done
         self._sinks[sink] = done
         return done
 
@@ -85,12 +90,12 @@ class _Hub:
 
     async def _follow(self) -> None:
         try:
-            async for record in self._log.follow(self.subject, after_seq=self.head):
-                self.head = record.seq
+            async for batch in self._log.batches(self.subject, after_seq=self.head):
+                self.head = batch[-1].seq
                 for queue in list(self._queues):
-                    self._offer(queue, record)
+                    all(self._offer(queue, record) for record in batch)  # up to the first that overflows
                 for sink in list(self._sinks):
-                    self._give(sink, record)
+                    self._give(sink, batch)
         except Exception as exc:  # the subscription failed: every socket resumes on its own
             log.warning("hub_failed", subject=self.subject, error=repr(exc))
         finally:
@@ -100,9 +105,9 @@ class _Hub:
                 if not done.done():
                     done.set_exception(Lagging(f"{self.subject}: the hub stopped"))
 
-    def _give(self, sink: Sink, record: bus.Record) -> None:
+    def _give(self, sink: Sink, batch: list[bus.Record]) -> None:
         try:
-            keep = sink(record)
+            keep = sink(batch)
         except Exception as exc:  # that socket's failure, not the hub's: it ends with the error
             done = self._sinks.pop(sink)
             if not done.done():
@@ -111,7 +116,8 @@ class _Hub:
         if not keep:
             self.unplug(sink)
 
-    def _offer(self, queue: asyncio.Queue[bus.Record | None], record: bus.Record | None) -> None:
+    def _offer(self, queue: asyncio.Queue[bus.Record | None], record: bus.Record | None) -> bool:
+        """Queue a record; False when the queue was full (it then ends with `_STOPPED` instead)."""
         try:
             queue.put_nowait(record)
         except asyncio.QueueFull:
@@ -119,6 +125,8 @@ class _Hub:
             with contextlib.suppress(asyncio.QueueEmpty):
                 queue.get_nowait()
             queue.put_nowait(_STOPPED)
+            return False
+        return True
 
 
 class Hubs:
@@ -157,10 +165,10 @@ class Hubs:
         plugged: Sink | None = None
         try:
             last = after_seq
-            async for record in self._replay(subject, after_seq, head):
-                if not sink(record):
+            async for batch in self._replay_batches(subject, after_seq, head):
+                if not sink(batch):
                     return
-                last = record.seq
+                last = batch[-1].seq
             plugged = sink
             await hub.plug(queue, sink, last)
         finally:
@@ -168,12 +176,23 @@ class Hubs:
 
     async def _replay(self, subject: str, after_seq: int, head: int) -> AsyncGenerator[bus.Record]:
         """What the log holds of `subject` after `after_seq`, up to the hub's position `head`."""
+        async for batch in self._replay_batches(subject, after_seq, head):
+            for record in batch:
+                yield record
+
+    async def _replay_batches(
+        self, subject: str, after_seq: int, head: int
+    ) -> AsyncGenerator[list[bus.Record]]:
+        """`_replay` in the batches the log is read in."""
         if after_seq >= head:
             return
-        async for record in self._log.read(subject, after_seq=after_seq):
-            if record.seq > head:
-                return
-            yield record
+        async with contextlib.aclosing(self._log.batches(subject, after_seq=after_seq, follow=False)) as read:
+            async for batch in read:
+                if batch[-1].seq > head:
+                    if kept := [record for record in batch if record.seq <= head]:
+                        yield kept
+                    return
+                yield batch
 
     async def close(self) -> None:
         async with self._lock:

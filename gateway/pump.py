@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import datetime
+from collections.abc import Sequence
 
 import msgspec
 import structlog
 from aiohttp import WSMsgType, web
 
-from gateway.metrics import Metrics
+from bus import Record
+from gateway.metrics import Histogram, Metrics
 
 log = structlog.get_logger(__name__)
 
@@ -28,6 +29,8 @@ AUTH_FAILED = 4401  # no valid key or ticket, or the key may not read
 NOT_FOUND = 4404  # no such run in the key's tenant
 RESYNC = 4409  # after_seq is beyond the log: fetch the state over REST and start again
 SLOW = 4429  # the client fell behind: reconnect with after_seq = the last seq received
+
+TERMINAL = frozenset({"run.succeeded", "run.failed", "run.cancelled", "run.timed_out"})  # a run's last events
 
 
 class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="event"):
@@ -71,58 +74,81 @@ def event_type(data: bytes) -> str:
 class Encoded:
     """An event frame encoded once and sent as is to every socket that takes it."""
 
-    __slots__ = ("_wire", "data", "event_type", "seq", "timed")
+    __slots__ = ("_head", "event_type", "seq", "wire")
 
     def __init__(self, seq: int, event_type: str, data: bytes) -> None:
-        self.seq, self.event_type, self.data = seq, event_type, data
-        self._wire: bytes | None = None
-        self.timed = False  # its relay lag is observed, once, by the first socket it goes out on
+        self.seq, self.event_type = seq, event_type
+        head = _head(len(data))
+        self._head = len(head)
+        self.wire = head + data  # the whole frame, built once for every socket it goes to
 
     @property
-    def wire(self) -> bytes:
-        """The whole WebSocket text frame as a server sends it (RFC 6455 §5.2: final, unmasked,
-        uncompressed), built once for every socket it goes to."""
-        if self._wire is None:
-            size = len(self.data)
-            if size < 126:
-                head = bytes((0x81, size))
-            elif size < 65_536:
-                head = bytes((0x81, 126)) + size.to_bytes(2, "big")
-            else:
-                head = bytes((0x81, 127)) + size.to_bytes(8, "big")
-            self._wire = head + self.data
-        return self._wire
+    def data(self) -> bytes:
+        """The frame's payload (a copy: for the writer task's path, which frames it again)."""
+        return self.wire[self._head :]
+
+
+def _head(size: int) -> bytes:
+    """A WebSocket text frame's header as a server sends it (RFC 6455 §5.2: final, unmasked,
+    uncompressed)."""
+    if size < 126:
+        return bytes((0x81, size))
+    if size < 65_536:
+        return bytes((0x81, 126)) + size.to_bytes(2, "big")
+    return bytes((0x81, 127)) + size.to_bytes(8, "big")
 
 
 class Frames:
     """The encoded event frames of the latest records, keyed by stream sequence (unique in the log), so
     a record watched by N sockets is decoded and encoded once rather than N times.
 
-    The hub hands a live record to all its sockets in one go, so a small cache serves them all; it is
-    bounded in bytes too, so large events leave nothing much behind once their sockets have them.
+    The hub hands a batch of records to all its sockets in one go, so a small cache serves them all; it
+    is bounded in bytes too, so large events leave nothing much behind once their sockets have them.
+    Each new frame observes its relay lag (log storage to the frame built for its first socket): once
+    per event, the same for every socket.
     """
 
-    def __init__(self, size: int = 1_024, max_bytes: int = 512 * 1_024) -> None:
+    def __init__(self, lag: Histogram, size: int = 1_024, max_bytes: int = 512 * 1_024) -> None:
+        self._lag = lag
         self._size, self._max_bytes = size, max_bytes
         self._frames: dict[int, Encoded] = {}
         self._bytes = 0
+        self._batch: Sequence[Record] = ()  # the last batch given to `events`, and what it gave
+        self._events: tuple[list[Encoded], Encoded | None] = ([], None)
 
-    def of(self, seq: int, data: bytes) -> Encoded | None:
+    def of(self, record: Record) -> Encoded | None:
         """The record's frame; None for a record that is not a JSON event (it is skipped, and logged)."""
-        frame = self._frames.get(seq)
+        frame = self._frames.get(record.seq)
         if frame is None:
             try:
-                kind = event_type(data)
+                kind = event_type(record.data)
             except msgspec.DecodeError as exc:
-                log.warning("relay_record_unreadable", seq=seq, problem=str(exc))
+                log.warning("relay_record_unreadable", seq=record.seq, problem=str(exc))
                 return None
-            body = _encoder.encode(Event(seq=seq, event_type=kind, event=msgspec.Raw(data)))
-            frame = self._frames[seq] = Encoded(seq, kind, body)
-            self._bytes += len(body)
+            body = _encoder.encode(Event(seq=record.seq, event_type=kind, event=msgspec.Raw(record.data)))
+            frame = self._frames[record.seq] = Encoded(record.seq, kind, body)
+            if record.time is not None:
+                self._lag.observe(max(0.0, time.time() - record.time.timestamp()))
+            self._bytes += len(frame.wire)
             while len(self._frames) > 1 and (len(self._frames) > self._size or self._bytes > self._max_bytes):
                 oldest = self._frames.pop(next(iter(self._frames)))  # dicts keep insertion order
-                self._bytes -= len(oldest.data)
+                self._bytes -= len(oldest.wire)
         return frame
+
+    def events(self, records: Sequence[Record]) -> tuple[list[Encoded], Encoded | None]:
+        """The frames of a batch's event records in order, and the first that ends a run (or None).
+        Built for the first socket given this batch object, then the same for the others: a hub gives
+        one batch to all its sockets in one turn of the event loop, at whose end it is forgotten."""
+        if records is not self._batch:
+            if not self._batch:
+                asyncio.get_running_loop().call_soon(self._forget)
+            events = [frame for record in records if (frame := self.of(record)) is not None]
+            self._events = events, next((frame for frame in events if frame.event_type in TERMINAL), None)
+            self._batch = records
+        return self._events
+
+    def _forget(self) -> None:
+        self._batch, self._events = (), ([], None)
 
     @property
     def held(self) -> int:
@@ -130,28 +156,9 @@ class Frames:
         return self._bytes
 
 
-class Writes:
-    """The sockets that took frames in this turn of the event loop, written out together by one
-    callback at its end, instead of one scheduled callback per socket (a hub hands one record to every
-    socket following its run in the same turn)."""
-
-    def __init__(self) -> None:
-        self._due: list[Pump] = []
-
-    def due(self, pump: Pump) -> None:
-        if not self._due:
-            asyncio.get_running_loop().call_soon(self._write)
-        self._due.append(pump)
-
-    def _write(self) -> None:
-        due, self._due = self._due, []
-        for pump in due:
-            pump.flush()
-
-
 class Pump:
-    """A socket's outgoing frames. An event frame offered while nothing is waiting to go out is written
-    straight to the connection (the same bytes for every socket, no task switch); otherwise it queues
+    """A socket's outgoing frames. Event frames offered while nothing is waiting to go out are written
+    straight to the connection (the same bytes for every socket, no task switch); otherwise they queue
     behind the others for the writer task, which waits for the client to take them."""
 
     def __init__(
@@ -162,18 +169,14 @@ class Pump:
         queue: int,
         every: float,
         transport: asyncio.Transport | None,
-        writes: Writes,
     ) -> None:
         self._ws = ws
-        self._writes = writes
         self._metrics = metrics
         # Direct writes need a connection without permessage-deflate, whose frames are the bytes as built.
         self._transport = transport if transport is not None and not ws.compress else None
         self._high = transport.get_write_buffer_limits()[1] if transport is not None else 0
-        self._writing = False  # the writer task holds a frame it has not finished sending
-        self._pending: list[bytes] = []  # frames to write at the end of this turn of the event loop
-        self._pending_size = 0
-        self._queue: asyncio.Queue[tuple[Frame | Encoded, datetime | None]] = asyncio.Queue(maxsize=queue)
+        self._backlog = 0  # frames queued for the writer task or being sent by it
+        self._queue: asyncio.Queue[Frame | Encoded] = asyncio.Queue(maxsize=queue)
         self._every = every
         self.considered = 0  # the last sequence the producer looked at (sent or filtered out)
         self.sent = 0  # the last sequence written to the socket
@@ -181,22 +184,28 @@ class Pump:
         self.ending = False  # the end frame is queued
         self.finished = asyncio.Event()  # the end frame is sent
 
-    def offer(self, frame: Frame | Encoded, stored_at: datetime | None = None) -> bool:
+    def offer(self, frame: Frame | Encoded) -> bool:
         """Send or queue a frame; False (and `overflowed` set) when the client is too far behind."""
-        if type(frame) is Encoded and self._writable():
-            wire = frame.wire
-            if not self._pending:
-                self._writes.due(self)
-            self._pending.append(wire)
-            self._pending_size += len(wire)
-            self._sent(frame, stored_at)
-            return True
-        self.flush()  # what went before is written before this one
-        try:
-            self._queue.put_nowait((frame, stored_at))
-        except asyncio.QueueFull:
-            self.overflowed.set()
-            return False
+        if type(frame) is Encoded:
+            return self.offer_events((frame,))
+        return self._enqueue(frame)
+
+    def offer_events(self, frames: Sequence[Encoded]) -> bool:
+        """Send or queue event frames in order. They go straight out, in one write, when nothing is
+        queued or being sent before them, the socket is open, and the connection's buffer is under its
+        high-water mark (else the client is behind); one batch from the log costs one system call."""
+        transport = self._transport
+        if (
+            transport is None
+            or self._backlog
+            or transport.is_closing()
+            or self._ws.closed
+            or transport.get_write_buffer_size() >= self._high
+        ):
+            return all(self._enqueue(frame) for frame in frames)
+        transport.write(frames[0].wire if len(frames) == 1 else b"".join([frame.wire for frame in frames]))
+        self._metrics.frames_sent += len(frames)
+        self.sent = frames[-1].seq
         return True
 
     def end(self, frame: End) -> None:
@@ -206,43 +215,26 @@ class Pump:
     def skip(self, seq: int) -> None:
         self.considered = seq
 
-    def flush(self) -> None:
-        """Write the frames taken in this turn of the event loop: the records of one batch from the log
-        go out in one write (one system call per socket, not per event)."""
-        if not self._pending:
-            return
-        data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
-        self._pending.clear()
-        self._pending_size = 0
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.write(data)
-
-    def _writable(self) -> bool:
-        """Whether a frame may go straight out: nothing queued or being sent before it, the socket
-        open, and the connection's buffer under its high-water mark (else the client is behind)."""
-        transport = self._transport
-        if transport is None or self._writing or self._queue.qsize() or transport.is_closing():
+    def _enqueue(self, frame: Frame | Encoded) -> bool:
+        try:
+            self._queue.put_nowait(frame)
+        except asyncio.QueueFull:
+            self.overflowed.set()
             return False
-        return not self._ws.closed and transport.get_write_buffer_size() + self._pending_size < self._high
-
-    def _sent(self, frame: Encoded, stored_at: datetime | None) -> None:
-        self.sent = frame.seq
-        self._metrics.frames_sent += 1
-        if stored_at is not None and not frame.timed:  # once per event, not per socket: the same lag
-            frame.timed = True
-            self._metrics.relay_lag.observe(max(0.0, time.time() - stored_at.timestamp()))
+        self._backlog += 1
+        return True
 
     async def write(self) -> None:
         """Send queued frames until an `End` frame has gone out."""
         while True:
-            frame, stored_at = await self._queue.get()
-            self._writing = True
+            frame = await self._queue.get()
             if isinstance(frame, Encoded):
                 await self._ws.send_frame(frame.data, WSMsgType.TEXT)
-                self._sent(frame, stored_at)
+                self.sent = frame.seq
+                self._metrics.frames_sent += 1
             else:
                 await self._ws.send_frame(_encoder.encode(frame), WSMsgType.TEXT)
-            self._writing = False
+            self._backlog -= 1
             if isinstance(frame, End):
                 self.finished.set()
                 return

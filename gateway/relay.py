@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import msgspec
@@ -18,7 +18,7 @@ from aiohttp import web
 import bus
 from gateway import feed
 from gateway.auth import Principal
-from gateway.context import CONN, FRAMES, HUBS, METRICS, SETTINGS, STOPPING, WRITES
+from gateway.context import CONN, FRAMES, HUBS, METRICS, SETTINGS, STOPPING
 from gateway.http import run_exists
 from gateway.hub import Lagging, Sink
 from gateway.metrics import Metrics
@@ -31,6 +31,7 @@ from gateway.pump import (
     NOT_FOUND,
     RESYNC,
     SLOW,
+    TERMINAL,
     End,
     Frames,
     Pump,
@@ -45,7 +46,6 @@ log = structlog.get_logger(__name__)
 routes = web.RouteTableDef()
 FEED = web.RequestKey("feed", feed.Feed)  # the tenant feed's filters, on its request
 
-TERMINAL = {"run.succeeded", "run.failed", "run.cancelled", "run.timed_out"}
 _MAX_FRAME = 16 * 1_024
 
 
@@ -118,9 +118,7 @@ async def _relay(
         raise Closed(RESYNC, f"after_seq {after_seq} is beyond the log (at {head})")
     recovered = after_seq == 0 or after_seq + 1 >= first
     every, transport = settings.ws_position_every, request.transport
-    pump = Pump(
-        ws, app[METRICS], queue=settings.ws_queue, every=every, transport=transport, writes=app[WRITES]
-    )
+    pump = Pump(ws, app[METRICS], queue=settings.ws_queue, every=every, transport=transport)
     pump.considered = after_seq
     pump.offer(Ready(after_seq=after_seq, head=head, recovered=recovered, run_id=run_id))
     if run_id is not None and (ended := await _ended_by(conn, subject, after_seq)) is not None:
@@ -164,7 +162,6 @@ async def _ended_by(conn: bus.Connection, subject: str, after_seq: int) -> End |
 
 
 async def _close(ws: web.WebSocketResponse, pump: Pump, stopping: bool, metrics: Metrics) -> None:
-    pump.flush()  # the close frame comes after every event frame taken
     if pump.finished.is_set():
         await ws.close(code=NORMAL, message=b"run finished")
     elif pump.overflowed.is_set():
@@ -195,19 +192,22 @@ async def _produce(request: web.Request, pump: Pump, subject: str, after_seq: in
 
 
 def _sink(frames: Frames, pump: Pump, is_run: bool) -> Sink:
-    """Queue each record's frame on the socket; False once the client is too far behind or the run ended."""
+    """Send each batch of records as frames on the socket; False once the client is too far behind or
+    the run ended."""
 
-    def take(record: bus.Record) -> bool:
-        frame = frames.of(record.seq, record.data)
-        if frame is None:
-            pump.skip(record.seq)
-            return True
-        if not pump.offer(frame, record.time):
+    def take(records: Sequence[bus.Record]) -> bool:
+        events, end = frames.events(records)
+        if not is_run:
+            end = None
+        elif end is not None:
+            events = events[: events.index(end) + 1]
+        if events and not pump.offer_events(events):
             return False
-        pump.skip(record.seq)
-        if is_run and frame.event_type in TERMINAL:
-            pump.end(End(seq=record.seq, status=frame.event_type.removeprefix("run.")))
+        if end is not None:
+            pump.skip(end.seq)
+            pump.end(End(seq=end.seq, status=end.event_type.removeprefix("run.")))
             return False
+        pump.skip(records[-1].seq)
         return True
 
     return take
@@ -218,10 +218,10 @@ async def _forward(
 ) -> None:
     take = _sink(frames, pump, is_run)
     async for record in records:
-        frame = frames.of(record.seq, record.data)
+        frame = frames.of(record)
         if frame is None or not await chosen.wanted(record, frame.event_type):
             pump.skip(record.seq)
-        elif not take(record):
+        elif not take((record,)):
             return
 
 

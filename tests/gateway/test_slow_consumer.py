@@ -6,6 +6,7 @@ import asyncio
 import gc
 import socket
 import tracemalloc
+import weakref
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,8 +15,10 @@ import msgspec
 import pytest
 from aiohttp import WSMsgType
 
+import bus
 import gateway
 from gateway.context import METRICS
+from gateway.metrics import Histogram
 from gateway.pump import Frames
 from schemas import AgentMessage, Body, IdSource, Kind
 from tests.gateway._runs import FakeExecutor
@@ -93,10 +96,38 @@ def _small_receive_buffer(address: Any) -> socket.socket:
 def test_the_frame_cache_is_bounded_in_bytes() -> None:
     """Large events do not pile up in the shared frame cache: it keeps at most its byte budget (and the
     newest frame), while a record asked for again right away is encoded once."""
-    frames = Frames(max_bytes=256 * 1_024)
+    frames = Frames(Histogram(), max_bytes=256 * 1_024)
     for seq in range(1, 201):
         data = msgspec.json.encode({"type": "run.agent_message", "text": "x" * 60_000})
-        first = frames.of(seq, data)
-        assert frames.of(seq, data) is first
+        first = frames.of(bus.Record(seq=seq, subject="s", data=data))
+        assert frames.of(bus.Record(seq=seq, subject="s", data=data)) is first
     assert frames.held <= 256 * 1_024
-    assert frames.of(200, b"") is first  # the newest is still there (its data is not read again)
+    assert frames.of(bus.Record(seq=200, subject="s", data=b"")) is first  # the newest is still there
+
+
+async def test_a_batch_s_frames_are_built_once_and_forgotten_after_the_turn() -> None:
+    """Every socket given the same batch in one turn gets the same frames (built once, the run's end
+    found), and the batch is not kept past that turn, however large its events."""
+    lag = Histogram()
+    frames = Frames(lag, max_bytes=64 * 1_024)
+    data = [msgspec.json.encode({"type": kind, "text": "x" * 60_000}) for kind in ("run.agent_message",) * 3]
+    batch = _Batch(
+        bus.Record(seq=seq, subject="s", data=body, time=datetime.now(UTC))
+        for seq, body in enumerate(data, 1)
+    )
+    batch.append(bus.Record(seq=4, subject="s", data=b'{"type":"run.succeeded"}', time=datetime.now(UTC)))
+    events, end = frames.events(batch)
+    assert frames.events(batch)[0] is events
+    assert [frame.seq for frame in events] == [1, 2, 3, 4]
+    assert end is events[3]
+    assert sum(lag.counts) == 4  # the relay lag, once per event
+    kept = weakref.ref(batch)
+    del batch, events, end
+    assert kept() is not None  # still the batch of this turn
+    await asyncio.sleep(0)
+    assert kept() is None
+    assert frames.held <= 64 * 1_024 + 100
+
+
+class _Batch(list[bus.Record]):
+    """A batch that can be weakly referenced."""
