@@ -203,10 +203,24 @@ class Pump:
             or transport.get_write_buffer_size() >= self._high
         ):
             return all(self._enqueue(frame) for frame in frames)
-        transport.write(frames[0].wire if len(frames) == 1 else b"".join([frame.wire for frame in frames]))
-        self._metrics.frames_sent += len(frames)
-        self.sent = frames[-1].seq
+        if len(frames) > 1:
+            return all(self._enqueue(frame) for frame in self._write_some(transport, frames))
+        transport.write(frames[0].wire)
+        self._metrics.frames_sent += 1
+        self.sent = frames[0].seq
         return True
+
+    def _write_some(self, transport: asyncio.Transport, frames: Sequence[Encoded]) -> Sequence[Encoded]:
+        """Write frames in one go up to the one that takes the buffer past its high-water mark (so
+        a long replay does not land in memory at once); the rest, to queue."""
+        room, size, taken = self._high - transport.get_write_buffer_size(), 0, 0
+        while taken < len(frames) and size < room:
+            size += len(frames[taken].wire)
+            taken += 1
+        transport.write(b"".join([frame.wire for frame in frames[:taken]]))
+        self._metrics.frames_sent += taken
+        self.sent = frames[taken - 1].seq
+        return frames[taken:]
 
     def end(self, frame: End) -> None:
         """Queue the end frame: the last one this socket sends."""

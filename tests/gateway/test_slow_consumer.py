@@ -13,13 +13,13 @@ from typing import Any
 import aiohttp
 import msgspec
 import pytest
-from aiohttp import WSMsgType
+from aiohttp import WSMsgType, web
 
 import bus
 import gateway
 from gateway.context import METRICS
-from gateway.metrics import Histogram
-from gateway.pump import Frames
+from gateway.metrics import Histogram, Metrics
+from gateway.pump import Frames, Pump
 from schemas import AgentMessage, Body, IdSource, Kind
 from tests.gateway._runs import FakeExecutor
 from tests.gateway.conftest import TENANT, System
@@ -131,3 +131,40 @@ async def test_a_batch_s_frames_are_built_once_and_forgotten_after_the_turn() ->
 
 class _Batch(list[bus.Record]):
     """A batch that can be weakly referenced."""
+
+
+async def test_a_batch_goes_straight_out_only_up_to_the_high_water_mark() -> None:
+    """A batch of frames (a replay, or a gateway catching up) is written in one go only up to the
+    connection's high-water mark; the rest queues for the socket's writer, so 6 MB of events to a
+    client that reads nothing never lands in the gateway's memory at once."""
+    loop = asyncio.get_running_loop()
+    accepted: asyncio.Future[asyncio.Transport] = loop.create_future()
+
+    class Accept(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            assert isinstance(transport, asyncio.Transport)
+            accepted.set_result(transport)
+
+    server = await loop.create_server(Accept, "127.0.0.1", 0)
+    client = _small_receive_buffer(socket.getaddrinfo("127.0.0.1", 0, type=socket.SOCK_STREAM)[0])
+    client.connect(server.sockets[0].getsockname())  # and never reads
+    try:
+        transport = await accepted
+        transport.set_write_buffer_limits(high=256 * 1_024)
+        metrics = Metrics()
+        pump = Pump(
+            web.WebSocketResponse(compress=False), metrics, queue=1_000, every=60, transport=transport
+        )
+        frames = Frames(Histogram(), max_bytes=64 * 1_024)
+        body = msgspec.json.encode({"type": "run.agent_message", "text": "x" * 60_000})
+        events, _ = frames.events([bus.Record(seq=seq, subject="s", data=body) for seq in range(1, 101)])
+        assert pump.offer_events(events)
+        assert 1 <= pump.sent < 100
+        assert metrics.frames_sent == pump.sent  # written in order, the rest queued behind them
+        assert transport.get_write_buffer_size() < 256 * 1_024 + 2 * len(events[0].wire)
+        assert pump.offer_events(events[:1])  # a later frame queues too, behind the others
+        assert pump.sent == metrics.frames_sent
+    finally:
+        client.close()
+        server.close()
+        await server.wait_closed()
