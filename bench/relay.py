@@ -12,8 +12,10 @@ processes; the watchers in a third child per phase; the publisher in this proces
   frame, in the gateway's frame shape, and sends it to every socket.
 
 Each phase runs at a fixed rate (`--rate`, the issue's 1k events/s) and then as fast as each side goes.
-Latency is receipt minus the event's `at`, stamped just before its append or send. Deliveries/s is every
-watcher's events over the time from the first event to the last receipt. The watchers use a minimal
+Latency is the frame's arrival in the watcher's socket (the kernel's receive time, `SO_TIMESTAMPNS`)
+minus the event's `at`, stamped just before its append or send; the time to the watcher's read of it is
+printed beside it. Deliveries/s is every watcher's events over the time from the first event to the last
+read. The watchers use a minimal
 WebSocket client on a plain epoll loop (frame headers and the `at` field only, timestamps parsed after
 the phase), so the client process is not what saturates. The gateway, the baseline, the publisher and
 the watchers each freeze their start-up heap, as the product's long-running roles do.
@@ -41,6 +43,7 @@ import resource
 import select
 import socket
 import statistics
+import struct
 import sys
 import tempfile
 import threading
@@ -68,6 +71,8 @@ ACTOR = "exe_bench"
 TEXT = "I ran the tests; two failures remain in the parser, fixing the off-by-one now. " * 3
 _TICK = os.sysconf("SC_CLK_TCK")
 _AT = b'"at":"'
+_SO_TIMESTAMPNS = 35  # Linux: each read also says when its bytes reached the socket (SCM_TIMESTAMPNS)
+_STAMP = socket.CMSG_SPACE(16)  # struct timespec
 _IN_FLIGHT = 64
 
 
@@ -93,7 +98,8 @@ class Spec(msgspec.Struct, frozen=True, kw_only=True):
 
 class Seen(msgspec.Struct, frozen=True, kw_only=True):
     received: int
-    latencies_ms: list[float]
+    latencies_ms: list[float]  # to the frame's arrival in the watcher's socket
+    read_latencies_ms: list[float]  # to the watcher's read of it
     last: float  # wall clock of the last receipt
     cpu: float
     closes: list[int]  # close codes seen before the end
@@ -120,7 +126,8 @@ class Watcher:
             f"GET {parts.path}?{parts.query} HTTP/1.1\r\nHost: {parts.netloc}\r\nUpgrade: websocket\r\n"
             f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
         )
-        self.receipts: list[tuple[float, bytes]] = []  # receipt time, the event's `at` as sent
+        self.sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+        self.receipts: list[tuple[float, float, bytes]] = []  # arrival, read, the event's `at` as sent
         self.last = 0.0
         self.connected = False  # the first frame (ready) arrived: the socket is live
         self.warm = False
@@ -131,12 +138,17 @@ class Watcher:
 
     def readable(self, now: float) -> None:
         try:
-            data = self.sock.recv(1 << 18)
+            data, stamps, _, _ = self.sock.recvmsg(1 << 18, _STAMP)
         except BlockingIOError:
             return
         if not data:
             self.finish()
             return
+        arrived = now
+        for level, kind, stamp in stamps:
+            if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(stamp) >= 16:
+                seconds, nanoseconds = struct.unpack_from("qq", stamp)
+                arrived = seconds + nanoseconds / 1e9
         buffer = self._buffer
         buffer += data
         at = 0
@@ -165,7 +177,7 @@ class Watcher:
             begin, at = at + head, at + head + n
             if opcode == 0x1:
                 self.connected = True
-                self._saw(buffer, begin, at, now)
+                self._saw(buffer, begin, at, arrived, now)
             elif opcode == 0x9:
                 self.sock.sendall(masked(0xA, bytes(buffer[begin:at])))
             elif opcode == 0x8:
@@ -174,7 +186,7 @@ class Watcher:
                 return
         del buffer[:at]
 
-    def _saw(self, buffer: bytearray, begin: int, end: int, now: float) -> None:
+    def _saw(self, buffer: bytearray, begin: int, end: int, arrived: float, now: float) -> None:
         at = buffer.find(_AT, begin, end)
         if at < 0 or self.done:
             return  # ready and position frames
@@ -182,14 +194,17 @@ class Watcher:
             self.warm = True
             return
         # Kept as received; parsed once the phase is over, so the client spends little per frame.
-        self.receipts.append((now, bytes(buffer[at + 6 : buffer.index(b'"', at + 6)])))
+        self.receipts.append((arrived, now, bytes(buffer[at + 6 : buffer.index(b'"', at + 6)])))
         self.last = now
         if len(self.receipts) >= self._events:
             self.finish()
 
-    def latencies(self) -> list[float]:
-        """Milliseconds from each timed event's `at` to its receipt."""
-        return [(now - datetime.fromisoformat(at.decode()).timestamp()) * 1_000 for now, at in self.receipts]
+    def latencies(self, *, read: bool = False) -> list[float]:
+        """Milliseconds from each timed event's `at` to its arrival in the socket (or to its read)."""
+        return [
+            ((now if read else arrived) - datetime.fromisoformat(at.decode()).timestamp()) * 1_000
+            for arrived, now, at in self.receipts
+        ]
 
     def finish(self) -> None:
         self.connected = self.warm = self.done = True
@@ -234,6 +249,7 @@ def watch(spec: Spec) -> Seen:
     return Seen(
         received=len(latencies),
         latencies_ms=latencies,
+        read_latencies_ms=[ms for w in watchers for ms in w.latencies(read=True)],
         last=max(w.last for w in watchers),
         cpu=cpu,
         closes=closes,
@@ -341,8 +357,8 @@ class Phase:
     def deliveries(self) -> float:
         return self.seen.received / max(1e-9, self.seen.last - self.started)
 
-    def quantile(self, q: float) -> float:
-        ordered = sorted(self.seen.latencies_ms)
+    def quantile(self, q: float, *, read: bool = False) -> float:
+        ordered = sorted(self.seen.read_latencies_ms if read else self.seen.latencies_ms)
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
     @property
@@ -638,11 +654,12 @@ async def measure(system: System, args: argparse.Namespace) -> list[tuple[Phase,
 
 def report(pairs: list[tuple[Phase, Phase]], memory: dict[str, float], sockets: int) -> None:
     print(
-        "\ndeliveries/s: events received by all watchers / (last receipt - first event); latency: receipt -"
-        " the event's `at`\nµs: CPU µs per delivery of the server process (gateway or baseline) and of the"
-        " watcher process"
+        "\ndeliveries/s: events received by all watchers / (last receipt - first event)\nlatency: the frame's"
+        " arrival in the watcher's socket (kernel receive time) - the event's `at`; read99: to the watcher's"
+        " read of it\nµs: CPU µs per delivery of the server process (gateway or baseline) and of the watcher"
+        " process"
     )
-    head = f"{'deliv/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'srv µs':>6} {'cli µs':>6}"
+    head = f"{'deliv/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'read99':>7} {'srv µs':>6} {'cli µs':>6}"
     print(f"{'watchers':>8} {'offered/s':>9} | gateway {head} | raw {head} | {'ratio':>5} {'lost':>5}")
     for gw, raw in pairs:
         print(
@@ -657,7 +674,7 @@ def report(pairs: list[tuple[Phase, Phase]], memory: dict[str, float], sockets: 
 def side(p: Phase) -> str:
     return (
         f"{p.deliveries:>9,.0f} {p.quantile(0.5):>7.1f} {p.quantile(0.99):>7.1f}"
-        f" {p.cpu_us(p.server_cpu):>6.1f} {p.cpu_us(p.seen.cpu):>6.1f}"
+        f" {p.quantile(0.99, read=True):>7.1f} {p.cpu_us(p.server_cpu):>6.1f} {p.cpu_us(p.seen.cpu):>6.1f}"
     )
 
 
