@@ -147,9 +147,11 @@ class Hubs:
         hub, queue, head = await self._attach(subject)
         try:
             last = after_seq
-            async for record in self._replay(subject, after_seq, head):
-                yield record
-                last = record.seq
+            async with contextlib.aclosing(self._replay(subject, after_seq, head)) as replay:
+                async for batch in replay:
+                    for record in batch:
+                        yield record
+                        last = record.seq
             while (live := await queue.get()) is not _STOPPED:
                 if live.seq > last:
                     yield live
@@ -165,25 +167,19 @@ class Hubs:
         plugged: Sink | None = None
         try:
             last = after_seq
-            async for batch in self._replay_batches(subject, after_seq, head):
-                if not sink(batch):
-                    return
-                last = batch[-1].seq
+            async with contextlib.aclosing(self._replay(subject, after_seq, head)) as replay:
+                async for batch in replay:
+                    if not sink(batch):
+                        return
+                    last = batch[-1].seq
             plugged = sink
             await hub.plug(queue, sink, last)
         finally:
             await self._leave(hub, queue, plugged)
 
-    async def _replay(self, subject: str, after_seq: int, head: int) -> AsyncGenerator[bus.Record]:
-        """What the log holds of `subject` after `after_seq`, up to the hub's position `head`."""
-        async for batch in self._replay_batches(subject, after_seq, head):
-            for record in batch:
-                yield record
-
-    async def _replay_batches(
-        self, subject: str, after_seq: int, head: int
-    ) -> AsyncGenerator[list[bus.Record]]:
-        """`_replay` in the batches the log is read in."""
+    async def _replay(self, subject: str, after_seq: int, head: int) -> AsyncGenerator[list[bus.Record]]:
+        """What the log holds of `subject` after `after_seq`, up to the hub's position `head`, in the
+        batches it is read in."""
         if after_seq >= head:
             return
         async with contextlib.aclosing(self._log.batches(subject, after_seq=after_seq, follow=False)) as read:
