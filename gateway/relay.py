@@ -124,7 +124,7 @@ async def _relay(
     if run_id is not None and (ended := await _ended_by(conn, subject, after_seq)) is not None:
         pump.offer(ended)  # the client saw the terminal event but not the end frame: it gets it now
     tasks = {
-        asyncio.ensure_future(_produce(request, pump, subject, after_seq, run_id is not None)),
+        asyncio.ensure_future(_produce(request, pump, subject, after_seq)),
         asyncio.ensure_future(pump.write()),
         asyncio.ensure_future(pump.tick()),
         asyncio.ensure_future(pump.overflowed.wait()),
@@ -175,15 +175,15 @@ async def _close(ws: web.WebSocketResponse, pump: Pump, stopping: bool, metrics:
         await ws.close()
 
 
-async def _produce(request: web.Request, pump: Pump, subject: str, after_seq: int, is_run: bool) -> None:
+async def _produce(request: web.Request, pump: Pump, subject: str, after_seq: int) -> None:
     chosen: feed.Feed | None = request.get(FEED)
     hubs, frames = request.app[HUBS], request.app[FRAMES]
     try:
         if chosen is None:  # a run's socket: the hub hands it each record itself
-            await hubs.feed(subject, after_seq, _sink(frames, pump, is_run))
+            await hubs.feed(subject, after_seq, _sink(frames, pump))
         else:  # the tenant feed filters with queries of its own, so it reads on its own task
             async with contextlib.aclosing(hubs.follow(subject, after_seq)) as records:
-                await _forward(records, frames, pump, chosen, is_run)
+                await _forward(records, frames, pump, chosen)
     except Lagging:
         pump.overflowed.set()  # closed as too slow, with the position to resume from
         return
@@ -191,15 +191,13 @@ async def _produce(request: web.Request, pump: Pump, subject: str, after_seq: in
         await pump.finished.wait()
 
 
-def _sink(frames: Frames, pump: Pump, is_run: bool) -> Sink:
-    """Send each batch of records as frames on the socket; False once the client is too far behind or
-    the run ended."""
+def _sink(frames: Frames, pump: Pump) -> Sink:
+    """Send each batch of a run's records as frames on the socket; False once the client is too far
+    behind or the run ended."""
 
     def take(records: Sequence[bus.Record]) -> bool:
         events, end = frames.events(records)
-        if not is_run:
-            end = None
-        elif end is not None:
+        if end is not None:
             events = events[: events.index(end) + 1]
         if events and not pump.offer_events(events):
             return False
@@ -213,16 +211,13 @@ def _sink(frames: Frames, pump: Pump, is_run: bool) -> Sink:
     return take
 
 
-async def _forward(
-    records: AsyncIterator[bus.Record], frames: Frames, pump: Pump, chosen: feed.Feed, is_run: bool
-) -> None:
-    take = _sink(frames, pump, is_run)
+async def _forward(records: AsyncIterator[bus.Record], frames: Frames, pump: Pump, chosen: feed.Feed) -> None:
+    """Send the tenant feed's wanted records as frames; it never ends by itself."""
     async for record in records:
         frame = frames.of(record)
-        if frame is None or not await chosen.wanted(record, frame.event_type):
-            pump.skip(record.seq)
-        elif not take((record,)):
+        if frame is not None and await chosen.wanted(record, frame.event_type) and not pump.offer(frame):
             return
+        pump.skip(record.seq)
 
 
 async def _drain_incoming(ws: web.WebSocketResponse) -> None:
