@@ -18,12 +18,12 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from bus.record import DIGEST, Record
+from bus.settings import ABANDONED_AFTER
 
 # No count limit: nats-py drops what overflows it and its ordered consumer does not notice the gap.
 # The server's flow-control window (at most 32 MiB) bounds what is in flight, under the byte limit.
 _PENDING_MSGS = 0
 _PENDING_BYTES = 64 * 1_024 * 1_024
-ABANDONED_AFTER = 10.0  # seconds: the server deletes a consumer whose reader vanished (a crash)
 
 _closing: set[asyncio.Task[None]] = set()  # cleanups of readers whose opener was cancelled
 

@@ -15,10 +15,9 @@ from datetime import UTC, datetime
 
 import structlog
 
-from bus._reader import ABANDONED_AFTER
 from bus._wire import Frame, Wire, WireError
 from bus.record import DIGEST, Record
-from bus.settings import Settings
+from bus.settings import ABANDONED_AFTER, Settings
 
 _log = structlog.get_logger(__name__)
 

@@ -8,6 +8,7 @@ import msgspec
 from msgspec import Meta
 
 DAY = 86_400.0
+ABANDONED_AFTER = 10.0  # seconds: the server deletes a consumer whose reader vanished (a crash)
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
