@@ -7,6 +7,7 @@ import asyncio
 import structlog
 
 import bus
+from projectors.settings import MAX_BATCH
 from projectors.store import Store
 
 log = structlog.get_logger(__name__)
@@ -15,7 +16,7 @@ log = structlog.get_logger(__name__)
 class Projector:
     """Applies the log to a `Store`; `wait_for(seq)` lets readers ask for their own writes."""
 
-    def __init__(self, conn: bus.Connection, store: Store, *, max_batch: int = 2_000) -> None:
+    def __init__(self, conn: bus.Connection, store: Store, *, max_batch: int = MAX_BATCH) -> None:
         self._conn = conn
         self._store = store
         self._max_batch = max_batch

@@ -29,6 +29,7 @@ from projectors.partition import RebuildFailed, fold_in_parallel
 from projectors.prices import Prices
 from projectors.prices import load as load_prices
 from projectors.rows import TABLES
+from projectors.settings import MAX_BATCH
 from projectors.store import Store, open_store
 
 CHECKED = (*(table.TABLE for table in TABLES), "skipped", "checkpoint")
@@ -79,7 +80,7 @@ async def rebuild(
     *,
     until_seq: int | None = None,
     prices: Prices | None = None,
-    max_batch: int = 10_000,
+    max_batch: int = MAX_BATCH,
     workers: int = 1,
 ) -> int:
     """Fold the log from sequence 1 (through `until_seq`, if given) into a fresh file and swap it in.
