@@ -80,28 +80,41 @@ class Replay:
         if self._stale:
             return records, False
         expected = self._consumer_seq + 1
+        taken, ended = 0, False
         while frames and len(records) < most:
             frame = frames.popleft()
-            protocol.taken(len(frame[3]))
+            taken += len(frame[3])
             if frame[2].startswith(_STATUS):
+                self._took(records, taken)  # a resync drops what is buffered, and resumes after the last
+                taken = 0
                 if not self._status(wire, frame):
                     break
                 continue
             tokens = frame[1].split(b".")
             at = 5 if len(tokens) == 9 else 7  # $JS.ACK.[domain.account.]stream.consumer.delivered.<seq>...
             if int(tokens[at + 1]) != expected:
+                self._took(records, taken)
+                taken = 0
                 self._resync(expected, int(tokens[at + 1]))
                 break
             expected += 1
-            self._last = int(tokens[at])
-            records.append(_record(frame, self._last, int(tokens[at + 2])))
+            records.append(_record(frame, int(tokens[at]), int(tokens[at + 2])))
             if stop_at_end and tokens[at + 3] == b"0":
-                self._consumer_seq = expected - 1
-                return records, True
+                ended = True
+                break
+        self._took(records, taken)
         self._consumer_seq = expected - 1
+        if ended:
+            return records, True
         if stop_at_end and not records and self._pending == 0 and self._consumer_seq == 0:
             return records, True
         return records, False
+
+    def _took(self, records: list[Record], size: int) -> None:
+        """Account for what was taken from the connection: `size` bytes of bodies, up to `records`' last."""
+        self._require_wire().protocol.taken(size)
+        if records:
+            self._last = records[-1].seq
 
     def _status(self, wire: Wire, frame: Frame) -> bool:
         """Answer a flow-control request or heartbeat; False when it shows a delivery was missed."""

@@ -81,18 +81,26 @@ class _Protocol(asyncio.Protocol):
 
     def _parse(self, buf: bytearray, pos: int) -> int:
         size = len(buf)
+        sids, frames, replies = self.sids, self.frames, self.replies
         while (end := buf.find(b"\r\n", pos)) >= 0:
-            op = bytes(buf[pos : pos + 4])
-            if op in (b"HMSG", b"MSG "):
-                head = buf[pos + 4 : end].split()
+            # A delivery: HMSG <subject> <sid> [reply] <header size> <total size>, or MSG without headers.
+            with_header = buf.startswith(b"HMSG ", pos)
+            if with_header or buf.startswith(b"MSG ", pos):
+                head = bytes(buf[pos + (5 if with_header else 4) : end]).split()
                 stop = end + 2 + int(head[-1])
                 if stop + 2 > size:
                     break  # the body has not fully arrived
-                header = int(head[-2]) if op == b"HMSG" else 0
-                body = end + 2 + header
-                self._deliver(head, bytes(buf[end + 2 : body]), bytes(buf[body:stop]))
+                body = end + 2 + (int(head[-2]) if with_header else 0)
                 pos = stop + 2
-                continue
+                is_delivery = sids.get(head[1])
+                if is_delivery:
+                    reply = head[2] if len(head) == (5 if with_header else 4) else b""
+                    frames.append((head[0], reply, bytes(buf[end + 2 : body]), bytes(buf[body:stop])))
+                    self.buffered += stop - body
+                elif is_delivery is not None:
+                    replies.append((bytes(buf[end + 2 : body]), bytes(buf[body:stop])))
+                continue  # (None: a subscription already dropped)
+            op = bytes(buf[pos : pos + 4])
             line = bytes(buf[pos:end])
             pos = end + 2
             if op == PING:
@@ -109,17 +117,6 @@ class _Protocol(asyncio.Protocol):
             elif not line.startswith(OK):
                 raise WireError(f"unexpected frame from the server: {line[:80]!r}")
         return pos
-
-    def _deliver(self, head: list[bytearray], header: bytes, body: bytes) -> None:
-        is_delivery = self.sids.get(bytes(head[1]))
-        if is_delivery is None:
-            return  # a subscription already dropped
-        if is_delivery:
-            reply = bytes(head[2]) if len(head) == (5 if header else 4) else b""
-            self.frames.append((bytes(head[0]), reply, header, body))
-            self.buffered += len(body)
-        else:
-            self.replies.append((header, body))
 
     def discard(self) -> None:
         """Drop every delivery held (their consumer is being replaced)."""
