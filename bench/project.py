@@ -13,7 +13,7 @@ cancel command). Sides alternate which goes first each round. With `--million`, 
 messages, a rebuild of it is timed in a child process (its peak RSS is that process's alone), and the
 dashboard views are queried over the result.
 
-    .venv/bin/python bench/project.py [--events 250000] [--rounds 3] [--max-batch 2000] [--million]
+    .venv/bin/python bench/project.py [--events 250000] [--rounds 3] [--max-batch 40000] [--million]
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ import bus
 from projectors.prices import load as load_prices
 from projectors.projector import Projector
 from projectors.rebuild import RebuildFailed, rebuild
+from projectors.settings import MAX_BATCH
 from projectors.store import VIEWS, LogGap, Store, open_store
 from schemas import (
     AgentMessage,
@@ -451,7 +452,7 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--events", type=int, default=250_000, help="messages in the log replayed each round")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of both sides")
-    parser.add_argument("--max-batch", type=int, default=2_000, help="the projector's batch size")
+    parser.add_argument("--max-batch", type=int, default=MAX_BATCH, help="the projector's batch size")
     parser.add_argument("--in-flight", type=int, default=512, help="runs appended to concurrently")
     parser.add_argument(
         "--million", action="store_true", help="also time a rebuild of 1M messages and the views"
