@@ -83,26 +83,24 @@ SUMMARY_CHARS = 300
 _TERMINAL = {"succeeded", "failed", "cancelled", "timed_out"}
 
 
-def touched(messages: Iterable[Message]) -> tuple[set[str], set[str]]:
-    """The run ids and project ids whose current rows a batch needs."""
+def touched(messages: Iterable[Message]) -> tuple[set[str], set[str], set[str]]:
+    """The run ids, project ids and pattern ids whose current rows a batch needs (one pass)."""
     runs: set[str] = set()
     projects: set[str] = set()
+    patterns_: set[str] = set()
     for message in messages:
         match message:
             case RunEvent() | StartRun() | CancelRun():  # the run events first: most of the log
                 runs.add(message.run_id)
             case CreateKey() | RevokeKey() | KeyCreated() | KeyRevoked():
                 pass  # keys have no read model: the gateway folds them from the log itself
-            case PatternCommandBase() | PatternEvent():
-                pass  # see `touched_patterns`
+            case PatternEvent():
+                patterns_.add(message.pattern_id)
+            case PatternCommandBase():
+                pass  # audited only
             case _:
                 projects.add(message.project_id)
-    return runs, projects
-
-
-def touched_patterns(messages: Iterable[Message]) -> set[str]:
-    """The pattern ids whose current rows a batch needs."""
-    return {message.pattern_id for message in messages if isinstance(message, PatternEvent)}
+    return runs, projects, patterns_
 
 
 class Changes:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections import OrderedDict
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -23,7 +23,7 @@ import structlog
 from bus import Record
 from projectors import patterns
 from projectors.errors import ProjectorError
-from projectors.fold import Changes, touched, touched_patterns
+from projectors.fold import Changes, touched
 from projectors.prices import Prices
 from projectors.prices import load as load_prices
 from projectors.rows import TABLES, PatternRow, ProjectRow, Row, RunRow
@@ -140,10 +140,10 @@ class Store:
     def _fold(self, records: Sequence[Record], through: int) -> int:
         decoded, skipped = _decode(records)
         messages = [message for _, message in decoded]
-        run_ids, project_ids = touched(messages)
+        run_ids, project_ids, pattern_ids = touched(messages)
         runs = self._current(RunRow, run_ids, self._runs)
         projects = self._current(ProjectRow, project_ids, self._projects)
-        known_patterns = self._current(PatternRow, touched_patterns(messages), self._patterns)
+        known_patterns = self._current(PatternRow, pattern_ids, self._patterns)
         changes = Changes(runs, projects, self._prices, known_patterns)
         for seq, message_type in skipped:
             changes.skip(seq, message_type)
@@ -187,8 +187,8 @@ class Store:
             _replace(con, RunRow, changes.runs, stored_runs)
             _replace(con, ProjectRow, changes.projects, stored_projects)
             _replace(con, PatternRow, changes.patterns, stored_patterns)
-            for table in {type(row) for row in changes.appended}:
-                _insert(con, table, [row for row in changes.appended if type(row) is table])
+            for table, rows in _by_table(changes.appended).items():
+                _insert(con, table, rows)
             for message_type, count in changes.skipped.items():
                 con.execute(
                     "INSERT INTO skipped VALUES ($type, $count, $seq) ON CONFLICT (type) DO UPDATE "
@@ -233,6 +233,17 @@ def _insert(con: duckdb.DuckDBPyConnection, table: type[Row], rows: Sequence[Row
     arrays = [pa.array(values, type=field.type) for values, field in zip(columns, schema, strict=True)]
     batch = pa.Table.from_arrays(arrays, schema=schema)
     con.from_arrow(batch).insert_into(table.TABLE)
+
+
+def _by_table(rows: Iterable[Row]) -> dict[type[Row], list[Row]]:
+    tables: dict[type[Row], list[Row]] = {}
+    for row in rows:
+        kind = type(row)
+        if kind in tables:
+            tables[kind].append(row)
+        else:
+            tables[kind] = [row]
+    return tables
 
 
 @functools.cache
