@@ -251,7 +251,7 @@ def _frame(body: bytes) -> bytes:
     return _LENGTH.pack(len(body)) + body
 
 
-def _program() -> str:
+def _program(run: str = "from bus._piped import main\nmain()\n") -> str:
     """The child's program. It imports only the modules it runs: the `bus` and `schemas` packages' own
     modules import nats-py and aiohttp, 0.3 s of CPU before the first chunk. The child gets bare packages
     with the same search paths instead, so `bus._replay` and the rest load on their own."""
@@ -261,8 +261,7 @@ def _program() -> str:
         f"for name, path in {paths!r}.items():\n"
         "    sys.modules[name] = package = types.ModuleType(name)\n"
         "    package.__path__ = path\n"
-        "from bus._piped import main\n"
-        "main()\n"
+        f"{run}"
     )
 
 
