@@ -352,6 +352,12 @@ class Phase:
     started: float
     sent: float  # wall clock when the last event was appended (gateway) or handed to the sockets (raw)
     server_cpu: float
+    server_wait: float  # seconds the server's threads spent runnable, waiting for a core
+
+    @property
+    def waiting(self) -> float:
+        """The server's wait for a core, in % of the phase (its threads summed)."""
+        return 100 * self.server_wait / max(1e-9, self.seen.last - self.started)
 
     @property
     def deliveries(self) -> float:
@@ -373,6 +379,15 @@ def cpu_of(pid: int) -> float:
     """A process's user + system CPU seconds so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def wait_of(pid: int) -> float:
+    """Seconds a process's threads have spent runnable but waiting for a core (`schedstat`), so far."""
+    waited = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            waited += int((task / "schedstat").read_text().split()[1])
+    return waited / 1e9
 
 
 def rss_of(pid: int) -> int:
@@ -575,7 +590,7 @@ async def phase(system: System, side: str, watchers: int, rate: float | None, ev
         else:
             await post(system.raw_url, Send(1, None))
         await expect(watcher.stdout, "ready")
-        cpu = cpu_of(pid)
+        cpu, wait = cpu_of(pid), wait_of(pid)
         started = time.time()
         if side == "gateway":
             await publisher.append(messages, events, rate, at)
@@ -583,12 +598,12 @@ async def phase(system: System, side: str, watchers: int, rate: float | None, ev
             await post(system.raw_url, Send(events, rate))
         sent = time.time()
         seen = msgspec.json.decode(await watcher.stdout.read(), type=Seen)
-        cpu = cpu_of(pid) - cpu
+        cpu, wait = cpu_of(pid) - cpu, wait_of(pid) - wait
     finally:
         with contextlib.suppress(ProcessLookupError):
             watcher.kill()
         await watcher.wait()
-    return Phase(side, watchers, rate, events, seen, started, sent, cpu)
+    return Phase(side, watchers, rate, events, seen, started, sent, cpu, wait)
 
 
 async def post(base: str, order: Send) -> None:
@@ -657,9 +672,9 @@ def report(pairs: list[tuple[Phase, Phase]], memory: dict[str, float], sockets: 
         "\ndeliveries/s: events received by all watchers / (last receipt - first event)\nlatency: the frame's"
         " arrival in the watcher's socket (kernel receive time) - the event's `at`; read99: to the watcher's"
         " read of it\nµs: CPU µs per delivery of the server process (gateway or baseline) and of the watcher"
-        " process"
+        " process\nwait: the server's threads' time runnable but waiting for a core, in % of the phase"
     )
-    head = f"{'deliv/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'read99':>7} {'srv µs':>6} {'cli µs':>6}"
+    head = f"{'deliv/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'read99':>7} {'srv µs':>6} {'cli µs':>6} {'wait':>5}"
     print(f"{'watchers':>8} {'offered/s':>9} | gateway {head} | raw {head} | {'ratio':>5} {'lost':>5}")
     for gw, raw in pairs:
         print(
@@ -675,6 +690,7 @@ def side(p: Phase) -> str:
     return (
         f"{p.deliveries:>9,.0f} {p.quantile(0.5):>7.1f} {p.quantile(0.99):>7.1f}"
         f" {p.quantile(0.99, read=True):>7.1f} {p.cpu_us(p.server_cpu):>6.1f} {p.cpu_us(p.seen.cpu):>6.1f}"
+        f" {p.waiting:>4.0f}%"
     )
 
 
