@@ -100,8 +100,8 @@ class _Protocol(asyncio.Protocol):
                 elif is_delivery is not None:
                     replies.append((bytes(buf[end + 2 : body]), bytes(buf[body:stop])))
                 continue  # (None: a subscription already dropped)
-            op = bytes(buf[pos : pos + 4])
             line = bytes(buf[pos:end])
+            op = line[:4]
             pos = end + 2
             if op == PING:
                 assert self.transport is not None

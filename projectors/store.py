@@ -238,11 +238,7 @@ def _insert(con: duckdb.DuckDBPyConnection, table: type[Row], rows: Sequence[Row
 def _by_table(rows: Iterable[Row]) -> dict[type[Row], list[Row]]:
     tables: dict[type[Row], list[Row]] = {}
     for row in rows:
-        kind = type(row)
-        if kind in tables:
-            tables[kind].append(row)
-        else:
-            tables[kind] = [row]
+        tables.setdefault(type(row), []).append(row)
     return tables
 
 
