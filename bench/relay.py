@@ -69,7 +69,6 @@ from swarm import keys
 TENANT = "bench"
 ACTOR = "exe_bench"
 TEXT = "I ran the tests; two failures remain in the parser, fixing the off-by-one now. " * 3
-_TICK = os.sysconf("SC_CLK_TCK")
 _AT = b'"at":"'
 _SO_TIMESTAMPNS = 35  # Linux: each read also says when its bytes reached the socket (SCM_TIMESTAMPNS)
 _STAMP = socket.CMSG_SPACE(16)  # struct timespec
@@ -353,6 +352,7 @@ class Phase:
     sent: float  # wall clock when the last event was appended (gateway) or handed to the sockets (raw)
     server_cpu: float
     server_wait: float  # seconds the server's threads spent runnable, waiting for a core
+    busy: float  # the machine's CPU busy while events were sent, in % of both cores
 
     @property
     def waiting(self) -> float:
@@ -375,19 +375,22 @@ class Phase:
         return seconds / max(1, self.seen.received) * 1e6
 
 
-def cpu_of(pid: int) -> float:
-    """A process's user + system CPU seconds so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICK
-
-
-def wait_of(pid: int) -> float:
-    """Seconds a process's threads have spent runnable but waiting for a core (`schedstat`), so far."""
-    waited = 0
+def schedstat(pid: int) -> tuple[float, float]:
+    """Seconds a process's threads have run, and have spent runnable but waiting for a core, so far
+    (`/proc/<pid>/task/*/schedstat`: the scheduler's own clock, exact where 4 ms ticks are not)."""
+    ran = waited = 0
     for task in Path(f"/proc/{pid}/task").iterdir():
         with contextlib.suppress(OSError):  # a thread that ended meanwhile
-            waited += int((task / "schedstat").read_text().split()[1])
-    return waited / 1e9
+            fields = (task / "schedstat").read_text().split()
+            ran, waited = ran + int(fields[0]), waited + int(fields[1])
+    return ran / 1e9, waited / 1e9
+
+
+def machine() -> tuple[int, int]:
+    """The machine's busy and total CPU time so far, in clock ticks (`/proc/stat`: idle and iowait are
+    not busy; steal is)."""
+    fields = [int(n) for n in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return sum(fields) - fields[3] - fields[4], sum(fields)
 
 
 def rss_of(pid: int) -> int:
@@ -590,20 +593,23 @@ async def phase(system: System, side: str, watchers: int, rate: float | None, ev
         else:
             await post(system.raw_url, Send(1, None))
         await expect(watcher.stdout, "ready")
-        cpu, wait = cpu_of(pid), wait_of(pid)
+        cpu, wait = schedstat(pid)
+        load = machine()
         started = time.time()
         if side == "gateway":
             await publisher.append(messages, events, rate, at)
         else:
             await post(system.raw_url, Send(events, rate))
         sent = time.time()
+        busy, total = (now - before for now, before in zip(machine(), load, strict=True))
         seen = msgspec.json.decode(await watcher.stdout.read(), type=Seen)
-        cpu, wait = cpu_of(pid) - cpu, wait_of(pid) - wait
+        ran, waited = schedstat(pid)
+        cpu, wait = ran - cpu, waited - wait
     finally:
         with contextlib.suppress(ProcessLookupError):
             watcher.kill()
         await watcher.wait()
-    return Phase(side, watchers, rate, events, seen, started, sent, cpu, wait)
+    return Phase(side, watchers, rate, events, seen, started, sent, cpu, wait, 100 * busy / max(1, total))
 
 
 async def post(base: str, order: Send) -> None:
@@ -672,9 +678,14 @@ def report(pairs: list[tuple[Phase, Phase]], memory: dict[str, float], sockets: 
         "\ndeliveries/s: events received by all watchers / (last receipt - first event)\nlatency: the frame's"
         " arrival in the watcher's socket (kernel receive time) - the event's `at`; read99: to the watcher's"
         " read of it\nµs: CPU µs per delivery of the server process (gateway or baseline) and of the watcher"
-        " process\nwait: the server's threads' time runnable but waiting for a core, in % of the phase"
+        " process\nwait: the server's threads' time runnable but waiting for a core, in % of the phase\nbusy:"
+        " the machine's CPU time in use (every process, the kernel, steal) while events were sent, in % of"
+        " its cores"
     )
-    head = f"{'deliv/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'read99':>7} {'srv µs':>6} {'cli µs':>6} {'wait':>5}"
+    head = (
+        f"{'deliv/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'read99':>7} {'srv µs':>6} {'cli µs':>6} {'wait':>5}"
+        f" {'busy':>5}"
+    )
     print(f"{'watchers':>8} {'offered/s':>9} | gateway {head} | raw {head} | {'ratio':>5} {'lost':>5}")
     for gw, raw in pairs:
         print(
@@ -690,7 +701,7 @@ def side(p: Phase) -> str:
     return (
         f"{p.deliveries:>9,.0f} {p.quantile(0.5):>7.1f} {p.quantile(0.99):>7.1f}"
         f" {p.quantile(0.99, read=True):>7.1f} {p.cpu_us(p.server_cpu):>6.1f} {p.cpu_us(p.seen.cpu):>6.1f}"
-        f" {p.waiting:>4.0f}%"
+        f" {p.waiting:>4.0f}% {p.busy:>4.0f}%"
     )
 
 
