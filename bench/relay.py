@@ -15,10 +15,12 @@ Each phase runs at a fixed rate (`--rate`, the issue's 1k events/s) and then as 
 Latency is the frame's arrival in the watcher's socket (the kernel's receive time, `SO_TIMESTAMPNS`)
 minus the event's `at`, stamped just before its append or send; the time to the watcher's read of it is
 printed beside it. Deliveries/s is every watcher's events over the time from the first event to the last
-read. The watchers use a minimal
-WebSocket client on a plain epoll loop (frame headers and the `at` field only, timestamps parsed after
-the phase), so the client process is not what saturates. The gateway, the baseline, the publisher and
-the watchers each freeze their start-up heap, as the product's long-running roles do.
+read. The watchers are a minimal WebSocket client on a plain epoll loop (frame headers and the `at`
+field only), written in C (`bench/watch.c`, compiled with `cc -O2` at start) so that on a machine where
+clients and servers share the cores they take as little as a client can: about half the CPU of the same
+client in Python, which is kept (`--python-watchers`, and used when there is no C compiler). The
+gateway, the baseline, the publisher and the Python watchers each freeze their start-up heap, as the
+product's long-running roles do.
 **Clients as on other machines**: the watchers and the fixed-rate publisher are scheduled `SCHED_BATCH`,
 so their wake-ups (one per frame received, one per acknowledgement) do not preempt the servers on the two
 cores they all share; they still run on any idle core. `--clients-share-cpu` measures without that, with
@@ -27,7 +29,7 @@ cores they all share; they still run on any idle core. `--clients-share-cpu` mea
 after, divided by the number of sockets.
 
     .venv/bin/python bench/relay.py [--watchers 10,100] [--rate 1000] [--seconds 3] [--burst 3000]
-                                    [--idle 1000] [--rounds 1] [--clients-share-cpu]
+                                    [--idle 1000] [--rounds 1] [--clients-share-cpu] [--python-watchers]
 """
 
 from __future__ import annotations
@@ -41,9 +43,11 @@ import logging
 import os
 import resource
 import select
+import shutil
 import socket
 import statistics
 import struct
+import subprocess
 import sys
 import tempfile
 import threading
@@ -437,6 +441,7 @@ class System:
     raw_pid: int
     key: str
     isolated: bool  # the watchers and the fixed-rate publisher run as clients (`as_client`)
+    watch: Path | None  # the compiled watcher client (bench/watch.c); None: the Python one (`watch`)
 
 
 class Publisher:
@@ -566,11 +571,40 @@ def ws_url(base: str, path: str) -> str:
     return base.replace("http://", "ws://", 1) + path
 
 
-async def spawn_watchers(spec: Spec) -> asyncio.subprocess.Process:
-    argv = (__file__, "--watch", msgspec.json.encode(spec).decode())
+async def spawn_watchers(spec: Spec, binary: Path | None) -> asyncio.subprocess.Process:
+    """The watcher child: the compiled client when there is one, else this file's `watch`. Both say
+    `connected` and `ready`, then print a `Seen`."""
+    if binary is None:
+        argv = [sys.executable, __file__, "--watch", msgspec.json.encode(spec).decode()]
+    else:
+        parts = urlsplit(spec.url)
+        host, port, path = parts.hostname or "127.0.0.1", str(parts.port or 80), f"{parts.path}?{parts.query}"
+        argv = [str(binary), host, port, path, spec.auth, str(spec.watchers), str(spec.events)]
+        argv += [str(spec.timeout), "1" if spec.isolated else "0"]
     return await asyncio.create_subprocess_exec(
-        sys.executable, *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+        *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
     )
+
+
+def build_watcher(into: Path) -> Path | None:
+    """Compile bench/watch.c (`cc -O2`); None, with the reason printed, when that cannot be done."""
+    binary, compiler = into / "watch", shutil.which("cc")
+    if compiler is None:
+        print("no C compiler (cc): the watchers are the Python client", file=sys.stderr)
+        return None
+    compiled = subprocess.run(
+        [compiler, "-O2", "-o", str(binary), str(Path(__file__).with_name("watch.c"))],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if compiled.returncode != 0:
+        print(
+            f"bench/watch.c did not compile, the watchers are the Python client:\n{compiled.stderr}",
+            file=sys.stderr,
+        )
+        return None
+    return binary
 
 
 async def phase(system: System, side: str, watchers: int, rate: float | None, events: int) -> Phase:
@@ -583,7 +617,7 @@ async def phase(system: System, side: str, watchers: int, rate: float | None, ev
         url, first = ws_url(system.raw_url, "/ws"), ""
     spec = Spec(url=url, auth=first, watchers=watchers, events=events, timeout=60.0, isolated=system.isolated)
     pid = system.gateway_pid if side == "gateway" else system.raw_pid
-    watcher = await spawn_watchers(spec)
+    watcher = await spawn_watchers(spec, system.watch)
     assert watcher.stdout is not None
     try:
         await expect(watcher.stdout, "connected")
@@ -645,7 +679,8 @@ async def idle(system: System, side: str, sockets: int) -> float:
     await asyncio.sleep(0.5)
     before = rss_of(pid)
     watcher = await spawn_watchers(
-        Spec(url=url, auth=auth, watchers=sockets, events=0, timeout=120.0, isolated=system.isolated)
+        Spec(url=url, auth=auth, watchers=sockets, events=0, timeout=120.0, isolated=system.isolated),
+        system.watch,
     )
     assert watcher.stdout is not None
     assert watcher.stdin is not None
@@ -673,7 +708,8 @@ async def measure(system: System, args: argparse.Namespace) -> list[tuple[Phase,
     return pairs
 
 
-def report(pairs: list[tuple[Phase, Phase]], memory: dict[str, float], sockets: int) -> None:
+def report(pairs: list[tuple[Phase, Phase]], memory: dict[str, float], sockets: int, client: str) -> None:
+    print(f"\nwatchers: the {client} client")
     print(
         "\ndeliveries/s: events received by all watchers / (last receipt - first event)\nlatency: the frame's"
         " arrival in the watcher's socket (kernel receive time) - the event's `at`; read99: to the watcher's"
@@ -737,7 +773,14 @@ async def main(args: argparse.Namespace) -> None:
                 child(raw_argv, env, "raw on ", Path(tmp) / "raw.log") as (raw_url, raw_pid),
             ):
                 system = System(
-                    conn, gateway_url, gateway_pid, raw_url, raw_pid, issued.token, not args.clients_share_cpu
+                    conn,
+                    gateway_url,
+                    gateway_pid,
+                    raw_url,
+                    raw_pid,
+                    issued.token,
+                    isolated=not args.clients_share_cpu,
+                    watch=None if args.python_watchers else build_watcher(Path(tmp)),
                 )
                 gc.collect()  # the publisher stands in for an executor, which settles its heap too
                 gc.freeze()
@@ -745,7 +788,7 @@ async def main(args: argparse.Namespace) -> None:
                 if args.idle:
                     memory = {name: await idle(system, name, args.idle) for name in ("gateway", "raw")}
                 pairs = await measure(system, args)
-    report(pairs, memory, args.idle)
+    report(pairs, memory, args.idle, "Python" if system.watch is None else "C (bench/watch.c)")
 
 
 def parse_args() -> argparse.Namespace:
@@ -766,6 +809,11 @@ def parse_args() -> argparse.Namespace:
         "--clients-share-cpu",
         action="store_true",
         help="run the watchers at normal priority and publish with Log.append in this process's loop",
+    )
+    parser.add_argument(
+        "--python-watchers",
+        action="store_true",
+        help="run the watchers as this file's Python client instead of the compiled bench/watch.c",
     )
     parser.add_argument("--watch", metavar="SPEC", help=argparse.SUPPRESS)
     parser.add_argument("--raw-server", action="store_true", help=argparse.SUPPRESS)
