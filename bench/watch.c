@@ -96,7 +96,8 @@ static void send_frame(int fd, int opcode, const unsigned char *data, size_t siz
         frame[head++] = size >> 8;
         frame[head++] = size & 0xff;
     }
-    unsigned char mask[4] = {0x37, 0xfa, 0x21, 0x3d};
+    uint32_t key = (uint32_t)random();
+    unsigned char mask[4] = {key >> 24, key >> 16 & 0xff, key >> 8 & 0xff, key & 0xff};
     memcpy(frame + head, mask, 4);
     head += 4;
     for (size_t i = 0; i < size; i++) frame[head + i] = data[i] ^ mask[i % 4];
@@ -105,16 +106,21 @@ static void send_frame(int fd, int opcode, const unsigned char *data, size_t siz
 
 /* Seconds since the epoch of "YYYY-MM-DDTHH:MM:SS[.ffffff](Z|+00:00)"; -1 if it is not that. */
 static double parse_at(const unsigned char *s, size_t size) {
+    char text[40];
     struct tm tm = {0};
-    if (size < 19 || sscanf((const char *)s, "%4d-%2d-%2dT%2d:%2d:%2d", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
-                            &tm.tm_hour, &tm.tm_min, &tm.tm_sec) != 6)
+    if (size < 19 || size >= sizeof text) return -1;
+    memcpy(text, s, size);
+    text[size] = 0;
+    if (sscanf(text, "%4d-%2d-%2dT%2d:%2d:%2d", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour, &tm.tm_min,
+               &tm.tm_sec) != 6)
         return -1;
     tm.tm_year -= 1900;
     tm.tm_mon -= 1;
     double seconds = (double)timegm(&tm);
-    if (size > 20 && s[19] == '.') {
+    if (size > 20 && text[19] == '.') {
         double scale = 0.1;
-        for (size_t i = 20; i < size && s[i] >= '0' && s[i] <= '9'; i++, scale /= 10) seconds += (s[i] - '0') * scale;
+        for (size_t i = 20; i < size && text[i] >= '0' && text[i] <= '9'; i++, scale /= 10)
+            seconds += (text[i] - '0') * scale;
     }
     return seconds;
 }
@@ -282,6 +288,7 @@ int main(int argc, char **argv) {
         struct sched_param param = {0};
         if (sched_setscheduler(0, SCHED_BATCH, &param) != 0) fail("sched_setscheduler");
     }
+    srandom((unsigned)getpid() ^ (unsigned)time(NULL));
     watcher *ws = calloc((size_t)count, sizeof *ws);
     int poll_fd = epoll_create1(0);
     for (int i = 0; i < count; i++) {
