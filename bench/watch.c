@@ -151,7 +151,13 @@ static void saw_text(watcher *w, const unsigned char *payload, size_t size, doub
     if (++w->timed >= events) w->done = 1;
 }
 
-static void finish(watcher *w) { w->connected = w->warm = w->done = 1; }
+static int poll_fd;
+
+/* The socket ended (closed by the server, or failed): it counts as done and is no longer polled. */
+static void finish(watcher *w) {
+    w->connected = w->warm = w->done = 1;
+    epoll_ctl(poll_fd, EPOLL_CTL_DEL, w->fd, NULL);
+}
 
 static void readable(watcher *w, long events, const char *auth) {
     char control[CMSG_SPACE(sizeof(struct timespec))];
@@ -253,7 +259,7 @@ static int reached(const watcher *w, int stage) {
     return stage == CONNECTED ? w->connected : stage == WARM ? w->warm : w->done;
 }
 
-static void until(int poll_fd, watcher *ws, int count, int stage, double timeout, long events, const char *auth) {
+static void until(watcher *ws, int count, int stage, double timeout, long events, const char *auth) {
     double deadline = now() + timeout;
     struct epoll_event ready[256];
     int pending = count;
@@ -290,7 +296,7 @@ int main(int argc, char **argv) {
     }
     srandom((unsigned)getpid() ^ (unsigned)time(NULL));
     watcher *ws = calloc((size_t)count, sizeof *ws);
-    int poll_fd = epoll_create1(0);
+    poll_fd = epoll_create1(0);
     for (int i = 0; i < count; i++) {
         ws[i].buffer = malloc(BUFFER);
         ws[i].fd = open_socket(host, port, path);
@@ -301,7 +307,7 @@ int main(int argc, char **argv) {
         struct epoll_event e = {EPOLLIN, {.u32 = (uint32_t)i}};
         if (epoll_ctl(poll_fd, EPOLL_CTL_ADD, ws[i].fd, &e) != 0) fail("epoll_ctl");
     }
-    until(poll_fd, ws, count, CONNECTED, 120.0, events, auth);
+    until(ws, count, CONNECTED, 120.0, events, auth);
     say("connected");
     if (events == 0) {
         char sink[4096];
@@ -309,10 +315,10 @@ int main(int argc, char **argv) {
         }
         return 0;
     }
-    until(poll_fd, ws, count, WARM, 120.0, events, auth);
+    until(ws, count, WARM, 120.0, events, auth);
     say("ready");
     double cpu = cpu_seconds();
-    until(poll_fd, ws, count, DONE, timeout, events, auth);
+    until(ws, count, DONE, timeout, events, auth);
     cpu = cpu_seconds() - cpu;
     for (int i = 0; i < count; i++) close(ws[i].fd);
     printf("{\"received\":%ld,\"latencies_ms\":[", nreceipts);
