@@ -13,11 +13,8 @@
  * its latency is the arrival minus that timestamp (ISO 8601, UTC, microseconds).
  */
 #define _GNU_SOURCE
-#include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
 #include <sched.h>
 #include <stdint.h>
